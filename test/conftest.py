@@ -1,0 +1,128 @@
+"""Test-wide isolation and shared fixtures.
+
+Importing this module (pytest does so before any test module) configures the ROS 2 middleware for a
+self-contained run: a loopback-only Fast DDS profile with a large shared-memory segment, a ROS domain id that
+no other concurrent test run on this machine holds, and ROS logs inside ``build/``. Child processes inherit it.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DIR = REPO_ROOT.parent / "shared"
+BUILD_DIR = REPO_ROOT / "build" / "test"
+FASTDDS_PROFILE = REPO_ROOT / "config" / "fastdds_loopback.xml"
+
+_domain_lock_file = None
+
+
+def _claim_domain_id() -> int:
+    """Hold an exclusive lock on one ROS domain id (1..100) for the life of this process."""
+    global _domain_lock_file
+    lock_dir = Path("/tmp/page4d_ros_test_domains")
+    lock_dir.mkdir(parents=True, exist_ok=True)
+    start = os.getpid() % 100
+    for offset in range(100):
+        domain = (start + offset) % 100 + 1
+        handle = open(lock_dir / f"{domain}.lock", "w")  # noqa: SIM115 - kept open to hold the lock
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.close()
+            continue
+        _domain_lock_file = handle
+        return domain
+    raise RuntimeError("no free ROS domain id in 1..100 for this test run")
+
+
+def _isolate_ros_environment() -> None:
+    """Point the middleware at loopback only, a private domain and a log folder under build/."""
+    env = os.environ
+    env["RMW_IMPLEMENTATION"] = "rmw_fastrtps_cpp"
+    env["FASTDDS_DEFAULT_PROFILES_FILE"] = str(FASTDDS_PROFILE)
+    env["FASTRTPS_DEFAULT_PROFILES_FILE"] = str(FASTDDS_PROFILE)
+    env["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "SYSTEM_DEFAULT"
+    env.pop("ROS_LOCALHOST_ONLY", None)
+    env.pop("ROS_STATIC_PEERS", None)
+    env["ROS_DOMAIN_ID"] = str(_claim_domain_id())
+    log_dir = BUILD_DIR / "ros_logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    env["ROS_LOG_DIR"] = str(log_dir)
+    # Large buffers stay mmapped instead of being trimmed and refaulted on every message (ros_on_pypi.md).
+    env.setdefault("MALLOC_MMAP_THRESHOLD_", "67108864")
+    env.setdefault("MALLOC_TRIM_THRESHOLD_", "268435456")
+    env["PYTHONUNBUFFERED"] = "1"
+
+
+_isolate_ros_environment()
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    """The repository root."""
+    return REPO_ROOT
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    """The read-only ``../shared`` folder beside the clone; skips when a user's clone has none."""
+    if not SHARED_DIR.is_dir():
+        pytest.skip(f"{SHARED_DIR} is absent (it exists beside the CI clone only)")
+    return SHARED_DIR
+
+
+@pytest.fixture
+def ros_context() -> Iterator[object]:
+    """A fresh, initialised rclpy Context, shut down after the test."""
+    import rclpy
+    from rclpy.context import Context
+
+    context = Context()
+    rclpy.init(context=context)
+    try:
+        yield context
+    finally:
+        if context.ok():
+            rclpy.shutdown(context=context)
+
+
+@pytest.fixture
+def spawn_process(tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen]]:
+    """Start child processes in their own session; every one still alive is stopped after the test.
+
+    Call it with the arguments after the Python interpreter, e.g. ``spawn_process("-m", "mod", "--flag")``.
+    stdout/stderr go to files in the test's tmp folder (named ``proc<N>.log``) so no pipe can fill up.
+    """
+    processes: list[tuple[subprocess.Popen, object]] = []
+
+    def spawn(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
+        log = open(tmp_path / f"proc{len(processes)}.log", "w")  # noqa: SIM115 - closed at teardown
+        proc = subprocess.Popen(
+            [sys.executable, *args],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
+            start_new_session=True,
+        )
+        processes.append((proc, log))
+        return proc
+
+    yield spawn
+    for proc, log in processes:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGINT)
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=10)
+        log.close()
