@@ -36,7 +36,7 @@ setup(
     zip_safe=True,
     maintainer="page4d_ros maintainers",
     maintainer_email="maintainers@page4d-ros.dev",
-    description="ROS 2 node running PAGE-4D / VGGT on camera windows: poses on TF, depth, clouds, dynamic masks.",
+    description="ROS 2 node running PAGE-4D / VGGT on camera windows: TF poses, depth, clouds, masks.",
     license="Apache-2.0",
     tests_require=["pytest"],
     entry_points={

@@ -2,7 +2,8 @@
 
 Importing this module (pytest does so before any test module) configures the ROS 2 middleware for a
 self-contained run: a loopback-only Fast DDS profile with a large shared-memory segment, a ROS domain id that
-no other concurrent test run on this machine holds, and ROS logs inside ``build/``. Child processes inherit it.
+no other concurrent test run on this machine holds, and ROS logs inside ``build/``. Child processes
+inherit it.
 """
 
 from __future__ import annotations

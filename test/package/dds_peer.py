@@ -41,7 +41,9 @@ def make_tf(index: int) -> TFMessage:
 def main() -> None:
     """Wait for the subscribers, publish COUNT images and TF messages at 20 Hz, linger, exit."""
     reliability_name, count, width, height = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
-    reliability = ReliabilityPolicy.BEST_EFFORT if reliability_name == "best_effort" else ReliabilityPolicy.RELIABLE
+    reliability = (
+        ReliabilityPolicy.BEST_EFFORT if reliability_name == "best_effort" else ReliabilityPolicy.RELIABLE
+    )
     qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=count, reliability=reliability)
     rclpy.init()
     node = rclpy.create_node("dds_peer_publisher")

@@ -1,4 +1,4 @@
-"""colcon builds the package like a ROS 2 workspace would; the install tree holds what `ros2 launch/run` need."""
+"""colcon builds the package as a ROS 2 workspace would; its install tree has what `ros2 launch/run` need."""
 
 from __future__ import annotations
 
@@ -20,9 +20,22 @@ def install_prefix(tmp_path_factory) -> Path:
         pytest.skip(f"colcon is not installed next to {sys.executable} (pip install colcon-core colcon-ros)")
     work = tmp_path_factory.mktemp("colcon")
     result = subprocess.run(
-        [str(COLCON), "--log-base", str(work / "log"), "build", "--paths", str(REPO_ROOT),
-         "--build-base", str(work / "build"), "--install-base", str(work / "install")],
-        cwd=work, capture_output=True, text=True, timeout=300,
+        [
+            str(COLCON),
+            "--log-base",
+            str(work / "log"),
+            "build",
+            "--paths",
+            str(REPO_ROOT),
+            "--build-base",
+            str(work / "build"),
+            "--install-base",
+            str(work / "install"),
+        ],
+        cwd=work,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     return work / "install" / "page4d_ros"

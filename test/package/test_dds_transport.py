@@ -34,11 +34,15 @@ def test_large_images_and_tf_cross_processes(reliability, ros_context, spawn_pro
     node = rclpy.create_node("dds_peer_subscriber", context=ros_context)
     images: dict[int, Image] = {}
     transforms: dict[int, float] = {}
-    node.create_subscription(Image, "peer_test/image", lambda m: images.__setitem__(m.header.stamp.sec - 1000, m), qos)
+    node.create_subscription(
+        Image, "peer_test/image", lambda m: images.__setitem__(m.header.stamp.sec - 1000, m), qos
+    )
     node.create_subscription(
         TFMessage,
         "peer_test/tf",
-        lambda m: transforms.__setitem__(m.transforms[0].header.stamp.sec - 1000, m.transforms[0].transform.translation.x),
+        lambda m: transforms.__setitem__(
+            m.transforms[0].header.stamp.sec - 1000, m.transforms[0].transform.translation.x
+        ),
         qos,
     )
     executor = SingleThreadedExecutor(context=ros_context)

@@ -26,9 +26,14 @@ OPTIONAL_ROS = {"tf2_ros"}
 
 
 def _is_ros_package(module: str) -> bool:
-    return module in {"rclpy", "launch", "launch_ros", "std_srvs", "builtin_interfaces", "ament_index_python"} or (
-        module.endswith("_msgs")
-    )
+    return module in {
+        "rclpy",
+        "launch",
+        "launch_ros",
+        "std_srvs",
+        "builtin_interfaces",
+        "ament_index_python",
+    } or (module.endswith("_msgs"))
 
 
 def _imported_top_level_modules() -> set[str]:
@@ -71,14 +76,18 @@ def test_every_imported_ros_package_is_an_exec_depend_and_nothing_more():
     expected = ros_imports | {ROSDEP_KEYS[m] for m in imported if m in ROSDEP_KEYS}
     unknown = imported - ros_imports - set(ROSDEP_KEYS) - PIP_ONLY - {"ament_index_python"}
     assert not unknown, f"imported modules with no declared source: {sorted(unknown)}"
-    assert declared == expected, (
-        f"missing exec_depend: {sorted(expected - declared)}; declared but unused: {sorted(declared - expected)}"
-    )
+    missing, unused = sorted(expected - declared), sorted(declared - expected)
+    assert declared == expected, f"missing exec_depend: {missing}; declared but unused: {unused}"
 
 
 def test_pip_only_modules_are_in_setup_py():
     """Libraries without a rosdep key are installable through setup.py (install_requires or an extra)."""
     setup_py = (REPO_ROOT / "setup.py").read_text()
-    pip_names = {"safetensors": "safetensors", "rosbags": "rosbags", "tqdm": "tqdm", "matplotlib": "matplotlib"}
+    pip_names = {
+        "safetensors": "safetensors",
+        "rosbags": "rosbags",
+        "tqdm": "tqdm",
+        "matplotlib": "matplotlib",
+    }
     for module in _imported_top_level_modules() & set(pip_names):
         assert f'"{pip_names[module]}' in setup_py, f"{module} is imported but not listed in setup.py"
