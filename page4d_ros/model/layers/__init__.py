@@ -1,0 +1,17 @@
+"""Transformer building blocks shared by the DINOv2 encoder, the aggregator and the camera head."""
+
+from page4d_ros.model.layers.attention import Attention, attention_with_query_key_bias
+from page4d_ros.model.layers.block import Block, LayerScale
+from page4d_ros.model.layers.mlp import Mlp
+from page4d_ros.model.layers.rope import RopeTables, RotaryPositionEmbedding2D, patch_positions
+
+__all__ = [
+    "Attention",
+    "Block",
+    "LayerScale",
+    "Mlp",
+    "RopeTables",
+    "RotaryPositionEmbedding2D",
+    "attention_with_query_key_bias",
+    "patch_positions",
+]

@@ -1,0 +1,94 @@
+"""``ModelPredictor``: runs the PAGE-4D / VGGT network on one window and returns numpy predictions."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from page4d_ros.pipeline.types import WindowPrediction
+
+DYNAMICS_SIGNS = ("auto", "positive", "negative")
+
+
+def _has_mask_head(model: torch.nn.Module) -> bool:
+    """True when the network contains a dynamics (mask) head, found by an attribute or a module name."""
+    flag = getattr(model, "has_mask_head", None)
+    if isinstance(flag, bool):
+        return flag
+    return any("mask_head" in name for name, _ in model.named_modules())
+
+
+def _default_dtype(device: torch.device) -> torch.dtype:
+    """fp32 on CPU; bf16 on CUDA when supported (Ampere and newer), fp16 otherwise."""
+    if device.type != "cuda":
+        return torch.float32
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+class ModelPredictor:
+    """Wraps the network as a :class:`~page4d_ros.pipeline.types.Predictor`.
+
+    Runs under ``torch.inference_mode`` with autocast to ``dtype`` on CUDA (fp32 on CPU). The dynamics map's
+    sign
+    is learned, so it is normalised: ``"positive"``/``"negative"`` say which raw sign means dynamic;
+    ``"auto"``
+    assumes dynamic pixels are the minority of a window and flips the map when its median is positive.
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        device: str | torch.device = "cpu",
+        dtype: torch.dtype | None = None,
+        dynamics_sign: str = "auto",
+    ) -> None:
+        if dynamics_sign not in DYNAMICS_SIGNS:
+            raise ValueError(f"dynamics_sign must be one of {list(DYNAMICS_SIGNS)}, got {dynamics_sign!r}")
+        self.device = torch.device(device)
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"device {self.device} requested but CUDA is not available; use device='cpu'")
+        self.dtype = dtype if dtype is not None else _default_dtype(self.device)
+        self.model = model.to(self.device).eval()
+        self.dynamics_sign = dynamics_sign
+        self.has_dynamics_map = _has_mask_head(model)
+
+    def _run(self, images: torch.Tensor) -> dict[str, Any]:
+        use_autocast = self.device.type == "cuda" and self.dtype != torch.float32
+        with torch.inference_mode(), torch.autocast(self.device.type, dtype=self.dtype, enabled=use_autocast):
+            return self.model(images)
+
+    def predict(self, images: np.ndarray, stamps_ns: np.ndarray) -> WindowPrediction:
+        """Predict poses, intrinsics, depth, confidence and (if present) the dynamics map for ``images``."""
+        from page4d_ros.model import pose_encoding_to_extri_intri
+
+        if images.ndim != 4 or images.shape[1] != 3:
+            raise ValueError(f"images must be [S,3,H,W], got {images.shape}")
+        height, width = images.shape[-2:]
+        batch = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))[None].to(self.device)
+        outputs = self._run(batch)
+        pose_enc = outputs["pose_enc"].float()
+        extrinsics, intrinsics = pose_encoding_to_extri_intri(pose_enc, (height, width))
+        depth = outputs["depth"].float()[0, ..., 0]
+        confidence = outputs["depth_conf"].float()[0]
+        dynamics = None
+        if "dynamics_map" in outputs and outputs["dynamics_map"] is not None:
+            self.has_dynamics_map = True
+            raw = outputs["dynamics_map"].float()[0].cpu().numpy()
+            dynamics = self._normalise_sign(raw)
+        return WindowPrediction(
+            extrinsics=extrinsics[0].double().cpu().numpy(),
+            intrinsics=intrinsics[0].double().cpu().numpy(),
+            depth=depth.cpu().numpy().astype(np.float32),
+            depth_conf=confidence.cpu().numpy().astype(np.float32),
+            dynamics=dynamics,
+        )
+
+    def _normalise_sign(self, raw: np.ndarray) -> np.ndarray:
+        """Return the map with positive meaning dynamic."""
+        if self.dynamics_sign == "positive":
+            return raw
+        if self.dynamics_sign == "negative":
+            return -raw
+        return -raw if float(np.median(raw)) > 0 else raw

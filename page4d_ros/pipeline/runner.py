@@ -1,0 +1,474 @@
+"""``StreamingPipeline``: frames in, one globally consistent ``FrameResult`` per accepted frame out.
+
+Windowing policy: the first window of a segment runs when ``window_size`` frames are buffered and publishes
+all of them; afterwards a window runs whenever ``window_stride`` new frames exist, made of the last
+``window_size - window_stride`` already published frames (overlap) plus the new ones, and publishes only the
+new ones. Every accepted frame is therefore published exactly once, from the first window that contains it, in
+time order. ``flush`` runs a final window over what is buffered (with a larger overlap). The overlap frames of
+the previous window (in global units) are what the next window is chained to (see ``chaining``).
+
+Resets (new segment, re-anchored at the last published pose): ``reset(reason)``, time going backwards (bag
+loop), a gap longer than ``max_gap_s`` or a change of image size; the buffered frames are published first,
+except on an explicit ``reset`` where they are dropped and counted.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from page4d_ros.pipeline.chaining import (
+    Alignment,
+    FrameGeometry,
+    align_adjacent,
+    align_overlap,
+    anchor_transform,
+)
+from page4d_ros.pipeline.config import PipelineConfig
+from page4d_ros.pipeline.geometry import Sim3, extrinsics_to_poses, pixel_rays
+from page4d_ros.pipeline.masks import dilate, fuse_masks, geometric_mask, geometric_votes, network_probability
+from page4d_ros.pipeline.preprocess import ResizePlan, images_to_tensor_layout, plan_resize, resize_rgb
+from page4d_ros.pipeline.scale import ScaleEstimator, WindowScaleInputs
+from page4d_ros.pipeline.types import Frame, FrameResult, Predictor, WindowPrediction
+from page4d_ros.pipeline.windowing import BufferedFrame, FrameQueue, KeyframeGate
+
+LOGGER = logging.getLogger("page4d_ros.pipeline")
+MAX_WARNINGS = 20
+SCALE_POINTS_PER_WINDOW = 20000
+
+
+@dataclass
+class PipelineStats:
+    """Counters and gauges for diagnostics."""
+
+    frames_in: int = 0
+    frames_accepted: int = 0
+    frames_skipped: int = 0
+    frames_dropped: int = 0
+    frames_rejected: int = 0
+    frames_out: int = 0
+    windows: int = 0
+    resets: int = 0
+    last_inference_ms: float = float("nan")
+    mean_inference_ms: float = float("nan")
+    last_window_ms: float = float("nan")
+    buffer_depth: int = 0
+    queue_depth: int = 0
+    scale: float = float("nan")
+    scale_state: str = ""
+    scale_is_metric: bool = False
+    alignment: str = ""
+    alignment_residual: float = float("nan")
+    last_reset_reason: str = ""
+    warnings: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        """A plain-dict snapshot (for diagnostics key/values)."""
+        return {
+            name: (list(value) if isinstance(value, list) else value) for name, value in vars(self).items()
+        }
+
+
+class StreamingPipeline:
+    """Turns an endless stream of :class:`Frame` into :class:`FrameResult` (see the module docstring).
+
+    Not thread-safe except :meth:`submit`, which only enqueues into a bounded drop-oldest queue; one worker
+    calls
+    :meth:`process_pending` (or use :meth:`push`, which does both).
+    """
+
+    def __init__(self, config: PipelineConfig | None, predictor: Predictor) -> None:
+        self.config = config if config is not None else PipelineConfig()
+        if not isinstance(self.config, PipelineConfig):
+            raise ValueError(f"config must be a PipelineConfig, got {type(self.config).__name__}")
+        self.config.validate()
+        if not isinstance(predictor, Predictor):
+            raise ValueError("predictor must provide predict(images, stamps_ns) and has_dynamics_map")
+        self.predictor = predictor
+        self.stats = PipelineStats()
+        self._queue = FrameQueue(self.config.buffer_max_frames)
+        self._gate = KeyframeGate()
+        self._scale = ScaleEstimator(self.config)
+        self._context: list[BufferedFrame] = []
+        self._pending: list[BufferedFrame] = []
+        self._previous: dict[int, FrameGeometry] = {}
+        self._last_published: FrameGeometry | None = None
+        self._last_scale: float | None = None
+        self._last_stamp: int | None = None
+        self._plan: ResizePlan | None = None
+        self._frame_index = 0
+        self._window_index = 0
+        self._segment_index = 0
+        self._inference_ms_total = 0.0
+        self._warned: set[str] = set()
+        self.history: deque[tuple[int, np.ndarray]] = deque(maxlen=self.config.history_max_poses)
+        self.stats.scale_state = self._scale.state
+
+    # ----------------------------------------------------------------------------------------------- input
+    def submit(self, frame: Frame) -> None:
+        """Validate and enqueue ``frame`` without processing it (thread-safe, never blocks)."""
+        try:
+            frame.validate()
+        except ValueError:
+            self.stats.frames_rejected += 1
+            raise
+        self.stats.frames_in += 1
+        self.stats.frames_dropped += self._queue.put(frame)
+        self.stats.queue_depth = len(self._queue)
+
+    def process_pending(self) -> list[FrameResult]:
+        """Process every queued frame; return the frames finished meanwhile, in time order."""
+        results: list[FrameResult] = []
+        while True:
+            frame = self._queue.pop()
+            if frame is None:
+                break
+            results.extend(self._accept(frame))
+        self.stats.queue_depth = len(self._queue)
+        return results
+
+    def push(self, frame: Frame) -> list[FrameResult]:
+        """Submit ``frame`` and process it; returns the frames finished by this push (maybe none)."""
+        self.submit(frame)
+        return self.process_pending()
+
+    def flush(self) -> list[FrameResult]:
+        """Process the queue and publish every buffered frame with a final (shorter-stride) window."""
+        results = self.process_pending()
+        if self._pending:
+            overlap = min(len(self._context), max(0, self.config.window_size - len(self._pending)))
+            window = self._context[len(self._context) - overlap :] + self._pending
+            new = self._pending
+            self._pending = []
+            results.extend(self._run_window(window, len(new)))
+        self.stats.buffer_depth = len(self._pending)
+        return results
+
+    def reset(self, reason: str) -> None:
+        """Start a new segment re-anchored at the last published pose; buffered frames are dropped
+        (counted)."""
+        self.stats.frames_dropped += len(self._pending)
+        self._reset(reason)
+
+    def add_odometry(self, stamp_ns: int, position_xyz_metric: np.ndarray) -> None:
+        """Metric position (e.g. from TF or wheel odometry) for ``scale_source='odometry'``."""
+        self._scale.add_odometry(int(stamp_ns), position_xyz_metric)
+
+    def add_metric_depth(self, stamp_ns: int, depth_m: np.ndarray) -> None:
+        """Metric depth image aligned with the camera for ``scale_source='depth'``."""
+        self._scale.add_metric_depth(int(stamp_ns), depth_m)
+
+    def update_config(self, **runtime_tunables: Any) -> None:
+        """Change run-time tunables (``PipelineConfig.runtime_tunable_fields()``); others raise ValueError."""
+        fixed = sorted(set(runtime_tunables) - PipelineConfig.runtime_tunable_fields())
+        if fixed:
+            raise ValueError(f"{fixed} cannot change while running; build a new pipeline to change them")
+        self.config = self.config.replace(**runtime_tunables)
+        self._scale.config = self.config
+
+    # -------------------------------------------------------------------------------------------- internals
+    def _warn_once(self, key: str, message: str) -> None:
+        if key in self._warned:
+            return
+        self._warned.add(key)
+        LOGGER.warning(message)
+        if len(self.stats.warnings) < MAX_WARNINGS:
+            self.stats.warnings.append(message)
+
+    def _reset(self, reason: str) -> None:
+        self._context = []
+        self._pending = []
+        self._previous = {}
+        self._last_stamp = None
+        self._plan = None
+        self._gate.reset()
+        self._scale.reset_history()
+        self._segment_index += 1
+        self.stats.resets += 1
+        self.stats.last_reset_reason = reason
+        self.stats.buffer_depth = 0
+        LOGGER.info("pipeline reset: %s", reason)
+
+    def _accept(self, frame: Frame) -> list[FrameResult]:
+        results: list[FrameResult] = []
+        if frame.calibration is not None and frame.calibration.is_distorted:
+            self._warn_once(
+                "distortion",
+                f"camera calibration has non-zero distortion ({frame.calibration.distortion_model}); the "
+                "pipeline expects rectified images (use image_rect)",
+            )
+        if self._last_stamp is not None:
+            if frame.stamp_ns == self._last_stamp:
+                self.stats.frames_skipped += 1
+                self._warn_once("duplicate", f"dropping frames with a repeated stamp ({frame.stamp_ns} ns)")
+                return results
+            reason = None
+            if frame.stamp_ns < self._last_stamp:
+                reason = f"time jumped backwards by {(self._last_stamp - frame.stamp_ns) / 1e9:.3f} s"
+            elif frame.stamp_ns - self._last_stamp > self.config.max_gap_s * 1e9:
+                reason = f"gap of {(frame.stamp_ns - self._last_stamp) / 1e9:.3f} s > max_gap_s"
+            elif self._plan is not None and (self._plan.source_width, self._plan.source_height) != (
+                frame.rgb.shape[1],
+                frame.rgb.shape[0],
+            ):
+                reason = f"image size changed to {frame.rgb.shape[1]}x{frame.rgb.shape[0]}"
+            if reason is not None:
+                results.extend(self.flush())
+                self._reset(reason)
+        self._last_stamp = frame.stamp_ns
+        if not self._gate.accept(
+            frame, self.config.keyframe_min_interval_s, self.config.keyframe_min_motion_px
+        ):
+            self.stats.frames_skipped += 1
+            return results
+        if self._plan is None:
+            self._plan = plan_resize(
+                frame.rgb.shape[1], frame.rgb.shape[0], self.config.model_long_side, self.config.resize_mode
+            )
+        self._pending.append(
+            BufferedFrame(
+                self._frame_index,
+                int(frame.stamp_ns),
+                frame.frame_id,
+                resize_rgb(frame.rgb, self._plan),
+                self._plan,
+                frame.calibration,
+            )
+        )
+        self._frame_index += 1
+        self.stats.frames_accepted += 1
+        size, stride = self.config.window_size, self.config.window_stride
+        while True:
+            overlap = min(len(self._context), size - stride)
+            needed = size - overlap
+            if len(self._pending) < needed:
+                break
+            window = self._context[len(self._context) - overlap :] + self._pending[:needed]
+            self._pending = self._pending[needed:]
+            results.extend(self._run_window(window, needed))
+        self.stats.buffer_depth = len(self._pending)
+        return results
+
+    def _valid_depth(self, depth: np.ndarray, confidence: np.ndarray) -> np.ndarray:
+        """Pixels with positive finite depth and confidence above the absolute and per-frame percentile
+        limits."""
+        valid = np.isfinite(depth) & (depth > 0) & np.isfinite(confidence)
+        valid &= confidence >= self.config.conf_threshold
+        if self.config.conf_percentile > 0:
+            for i in range(depth.shape[0]):
+                if np.any(valid[i]):
+                    limit = np.percentile(confidence[i][valid[i]], self.config.conf_percentile)
+                    valid[i] &= confidence[i] >= limit
+        return valid
+
+    def _dynamic_masks(
+        self,
+        prediction: WindowPrediction,
+        depth: np.ndarray,
+        K: np.ndarray,
+        extrinsics: np.ndarray,
+        plan: ResizePlan,
+    ) -> np.ndarray:
+        cfg = self.config
+        geometric = None
+        if cfg.mask_geometric and depth.shape[0] >= 2:
+            votes, tested = geometric_votes(depth, K, extrinsics, cfg.mask_rel_tolerance)
+            geometric = geometric_mask(votes, tested, cfg.mask_min_votes, cfg.mask_vote_fraction)
+        network = None
+        if prediction.dynamics is not None:
+            full = network_probability(prediction.dynamics, plan.network_height, plan.network_width)
+            network = plan.crop_to_output(full)
+        if geometric is None and network is None:
+            return np.zeros(depth.shape, dtype=bool)
+        fused = fuse_masks(geometric, network, cfg.mask_threshold, cfg.mask_fusion)
+        return dilate(fused, cfg.mask_dilate_px)
+
+    def _align(self, window: list[BufferedFrame], local: list[FrameGeometry]) -> Alignment:
+        shared = [i for i, f in enumerate(window) if f.stamp_ns in self._previous]
+        if shared:
+            return align_overlap(
+                [self._previous[window[i].stamp_ns] for i in shared],
+                [local[i] for i in shared],
+                self._last_scale if self._last_scale is not None else 1.0,
+                self.config.chain_huber_delta,
+                self.config.min_chain_baseline,
+                self.config.chain_max_points,
+            )
+        if self._last_published is not None:
+            return align_adjacent(self._last_published, local[0], self._last_scale or 1.0)
+        scale = self._scale.initial_factor()
+        return Alignment(anchor_transform(np.eye(4), local[0].T_world_cam, scale), "anchor", 0.0, 0)
+
+    def _scale_inputs(
+        self,
+        window: list[BufferedFrame],
+        poses: np.ndarray,
+        depth: np.ndarray,
+        dynamic: np.ndarray,
+        K: np.ndarray,
+    ) -> WindowScaleInputs:
+        plan = window[0].plan
+        static_points = np.zeros((0, 3))
+        if self.config.scale_source == "camera_height":
+            chunks = []
+            per_frame = max(1, SCALE_POINTS_PER_WINDOW // len(window))
+            for i in range(len(window)):
+                ok = np.flatnonzero(np.isfinite(depth[i]) & ~dynamic[i])
+                ok = (
+                    ok[np.linspace(0, ok.size - 1, min(per_frame, ok.size)).astype(np.int64)]
+                    if ok.size
+                    else ok
+                )
+                cam = pixel_rays(K[i], *depth[i].shape).reshape(-1, 3)[ok] * depth[i].reshape(-1)[ok, None]
+                chunks.append(cam @ poses[i, :3, :3].T + poses[i, :3, 3])
+            static_points = np.concatenate(chunks) if chunks else static_points
+        return WindowScaleInputs(
+            stamps_ns=np.array([f.stamp_ns for f in window], dtype=np.int64),
+            camera_centres=poses[:, :3, 3].copy(),
+            camera_down_axes=poses[:, :3, 1].copy(),
+            static_points_world=static_points,
+            depth_output_units=[d for d in depth],
+            output_pixel_source_coords=plan.output_pixels_in_source(),
+            source_size=(plan.source_width, plan.source_height),
+        )
+
+    def _run_window(self, window: list[BufferedFrame], new_count: int) -> list[FrameResult]:
+        started = time.perf_counter()
+        plan = window[0].plan
+        num_frames = len(window)
+        stamps = np.array([f.stamp_ns for f in window], dtype=np.int64)
+        images = images_to_tensor_layout([f.network_rgb for f in window])
+        inference_start = time.perf_counter()
+        prediction = self.predictor.predict(images, stamps)
+        inference_ms = 1e3 * (time.perf_counter() - inference_start)
+        prediction.validate(num_frames, plan.network_height, plan.network_width)
+
+        depth_local = plan.crop_to_output(prediction.depth).astype(np.float32)
+        confidence = plan.crop_to_output(prediction.depth_conf).astype(np.float32)
+        K_predicted = plan.network_intrinsics_to_output(prediction.intrinsics)
+        valid = self._valid_depth(depth_local, confidence)
+        depth_local = np.where(valid, depth_local, np.float32(np.nan))
+        poses_local = extrinsics_to_poses(prediction.extrinsics)
+        dynamic = self._dynamic_masks(prediction, depth_local, K_predicted, prediction.extrinsics, plan)
+
+        local = [
+            FrameGeometry(
+                int(stamps[i]), poses_local[i], depth_local[i], K_predicted[i], confidence[i], dynamic[i]
+            )
+            for i in range(num_frames)
+        ]
+        alignment = self._align(window, local)
+        transform = alignment.transform
+        poses = transform.transform_pose(poses_local)
+        depth = (transform.scale * depth_local).astype(np.float32)
+
+        shared = [f.stamp_ns for f in window if f.stamp_ns in self._previous]
+        anchor = self._previous[shared[-1]].T_world_cam[:3, 3] if shared else poses[0, :3, 3]
+        correction = self._scale.correction(self._scale_inputs(window, poses, depth, dynamic, K_predicted))
+        if correction != 1.0:
+            transform = Sim3(correction, np.eye(3), (1.0 - correction) * anchor).compose(transform)
+            poses = transform.transform_pose(poses_local)
+            depth = (transform.scale * depth_local).astype(np.float32)
+        self._scale.record_published(stamps, poses[:, :3, 3], correction, anchor)
+        self._last_scale = transform.scale
+
+        self._previous = {
+            int(stamps[i]): FrameGeometry(
+                int(stamps[i]), poses[i], depth[i], K_predicted[i], confidence[i], dynamic[i]
+            )
+            for i in range(num_frames)
+        }
+        results = [
+            self._frame_result(
+                window[i], poses[i], depth[i], confidence[i], dynamic[i], K_predicted[i], alignment
+            )
+            for i in range(num_frames - new_count, num_frames)
+        ]
+        self._last_published = self._previous[int(stamps[-1])]
+        keep = self.config.window_size - 1
+        combined = self._context + window[num_frames - new_count :]
+        self._context = combined[len(combined) - keep :] if keep > 0 else []
+        self._window_index += 1
+        self._update_stats(inference_ms, started, alignment, transform.scale, len(results))
+        return results
+
+    def _update_stats(
+        self, inference_ms: float, started: float, alignment: Alignment, scale: float, count: int
+    ) -> None:
+        stats = self.stats
+        stats.windows += 1
+        stats.frames_out += count
+        self._inference_ms_total += inference_ms
+        stats.last_inference_ms = inference_ms
+        stats.mean_inference_ms = self._inference_ms_total / stats.windows
+        stats.last_window_ms = 1e3 * (time.perf_counter() - started)
+        stats.scale = scale
+        stats.scale_state = self._scale.state
+        stats.scale_is_metric = self._scale.is_metric
+        stats.alignment = alignment.method
+        stats.alignment_residual = alignment.residual
+
+    def _frame_result(
+        self,
+        buffered: BufferedFrame,
+        pose: np.ndarray,
+        depth: np.ndarray,
+        confidence: np.ndarray,
+        dynamic: np.ndarray,
+        K_predicted: np.ndarray,
+        alignment: Alignment,
+    ) -> FrameResult:
+        cfg = self.config
+        plan = buffered.plan
+        in_range = np.isfinite(depth) & (depth >= cfg.min_depth_m) & (depth <= cfg.max_depth_m)
+        depth_out = np.where(in_range, depth, np.float32(np.nan)).astype(np.float32)
+        if buffered.calibration is not None:
+            K = plan.intrinsics_to_output(buffered.calibration.K)
+            source = "calibration"
+            disagreement = {
+                "fx_rel": float(K_predicted[0, 0] / K[0, 0] - 1.0),
+                "fy_rel": float(K_predicted[1, 1] / K[1, 1] - 1.0),
+                "cx_px": float(K_predicted[0, 2] - K[0, 2]),
+                "cy_px": float(K_predicted[1, 2] - K[1, 2]),
+            }
+        else:
+            K, source, disagreement = K_predicted.copy(), "predicted", {}
+        rgb = np.ascontiguousarray(plan.crop_to_output(buffered.network_rgb))
+        stride = cfg.points_stride
+        sub_depth = depth_out[::stride, ::stride]
+        rays = pixel_rays(K, plan.output_height, plan.output_width)[::stride, ::stride]
+        keep = np.isfinite(sub_depth)
+        points = (rays[keep] * sub_depth[keep][:, None]).astype(np.float32)
+        colors = rgb[::stride, ::stride][keep]
+        point_is_dynamic = dynamic[::stride, ::stride][keep]
+        self.history.append((buffered.stamp_ns, pose.copy()))
+        return FrameResult(
+            stamp_ns=buffered.stamp_ns,
+            frame_id=buffered.frame_id,
+            index=buffered.index,
+            window_index=self._window_index,
+            segment_index=self._segment_index,
+            T_world_cam=pose.copy(),
+            K=K,
+            width=plan.output_width,
+            height=plan.output_height,
+            depth=depth_out,
+            confidence=confidence.astype(np.float32),
+            rgb=rgb,
+            dynamic_mask=np.where(dynamic, np.uint8(255), np.uint8(0)),
+            points=points,
+            colors=colors,
+            point_is_dynamic=point_is_dynamic,
+            scale=float(self._last_scale),
+            scale_state=self._scale.state,
+            intrinsics_source=source,
+            K_predicted=K_predicted.copy(),
+            intrinsics_disagreement=disagreement,
+            alignment=alignment.method,
+            alignment_residual=alignment.residual,
+        )

@@ -1,0 +1,1 @@
+"""The rclpy adapter: node, conversions, parameters, diagnostics."""

@@ -1,0 +1,797 @@
+"""The ``page4d`` lifecycle node: camera frames in, depth, masks, clouds, odometry, path, TF and diagnostics out.
+
+Lifecycle: ``configure`` validates the parameters, loads the checkpoint and warms the model up (a missing or
+broken checkpoint fails the transition with a message that says what to do); ``activate`` subscribes and starts
+the worker; ``deactivate`` unsubscribes and stops it; ``cleanup`` releases the model. With ``autostart`` (the
+default) the node configures and activates itself, so ``ros2 run`` works without a lifecycle manager.
+
+Scheduling: subscription callbacks only convert messages and enqueue frames in a bounded drop-oldest queue; one
+worker thread runs the pipeline and publishes each frame's results with the source image's header.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from geometry_msgs.msg import PoseWithCovarianceStamped
+from nav_msgs.msg import Odometry
+from nav_msgs.msg import Path as PathMsg
+from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from rclpy.qos import (
+    DurabilityPolicy,
+    HistoryPolicy,
+    QoSProfile,
+    ReliabilityPolicy,
+    qos_profile_sensor_data,
+)
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
+from std_srvs.srv import Trigger
+from tf2_msgs.msg import TFMessage
+
+from page4d_ros.pipeline.types import Frame
+from page4d_ros.ros import conversions, diagnostics, parameters
+from page4d_ros.ros.export import MapAccumulator, write_ply, write_tum
+from page4d_ros.ros.messages import RclpyMessageFactory, build_tf_message
+from page4d_ros.ros.outputs import TOPIC_TYPES, OutputBuilder, is_metric
+from page4d_ros.ros.pipeline_factory import PipelineBundle, build_pipeline
+from page4d_ros.ros.scheduling import CameraInfoCache, DropOldestQueue, calibration_from_camera_info
+
+_MESSAGE_CLASSES = {
+    "sensor_msgs/msg/Image": Image,
+    "sensor_msgs/msg/CameraInfo": CameraInfo,
+    "sensor_msgs/msg/PointCloud2": PointCloud2,
+    "nav_msgs/msg/Odometry": Odometry,
+    "geometry_msgs/msg/PoseWithCovarianceStamped": PoseWithCovarianceStamped,
+    "nav_msgs/msg/Path": PathMsg,
+}
+TRAJECTORY_MAX_POSES = 100_000
+"""Poses kept for the TUM file of ``~/save`` (about 25 MB at most)."""
+
+
+def qos_profile(name: str, depth: int) -> QoSProfile:
+    """QoS profile for a parameter value: sensor_data, reliable, best_effort or system_default."""
+    if name == "sensor_data":
+        profile = QoSProfile(
+            history=qos_profile_sensor_data.history,
+            depth=depth,
+            reliability=qos_profile_sensor_data.reliability,
+            durability=qos_profile_sensor_data.durability,
+        )
+        return profile
+    if name == "reliable":
+        return QoSProfile(
+            history=HistoryPolicy.KEEP_LAST, depth=depth, reliability=ReliabilityPolicy.RELIABLE
+        )
+    if name == "best_effort":
+        return QoSProfile(
+            history=HistoryPolicy.KEEP_LAST, depth=depth, reliability=ReliabilityPolicy.BEST_EFFORT
+        )
+    if name == "system_default":
+        return QoSProfile(
+            history=HistoryPolicy.KEEP_LAST,
+            depth=depth,
+            reliability=ReliabilityPolicy.SYSTEM_DEFAULT,
+            durability=DurabilityPolicy.SYSTEM_DEFAULT,
+        )
+    raise ValueError(f"unknown QoS '{name}'; use one of {list(parameters.QOS_CHOICES)}")
+
+
+LATCHED_QOS = QoSProfile(
+    history=HistoryPolicy.KEEP_LAST,
+    depth=1,
+    reliability=ReliabilityPolicy.RELIABLE,
+    durability=DurabilityPolicy.TRANSIENT_LOCAL,
+)
+TF_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100, reliability=ReliabilityPolicy.RELIABLE)
+TF_STATIC_QOS = QoSProfile(
+    history=HistoryPolicy.KEEP_LAST,
+    depth=100,
+    reliability=ReliabilityPolicy.RELIABLE,
+    durability=DurabilityPolicy.TRANSIENT_LOCAL,
+)
+
+
+def _stamp_ns(header: Any) -> int:
+    return conversions.sec_nanosec_to_stamp(header.stamp.sec, header.stamp.nanosec)
+
+
+class Page4dNode(LifecycleNode):
+    """Lifecycle node running PAGE-4D on windows of camera frames (see the module docstring and docs/ros_node.md)."""
+
+    def __init__(self, node_name: str = parameters.NODE_NAME, **kwargs: Any) -> None:
+        kwargs.setdefault("namespace", parameters.DEFAULT_NAMESPACE)
+        super().__init__(node_name, **kwargs)
+        for spec in parameters.PARAMETERS:
+            descriptor = ParameterDescriptor(
+                description=spec.description
+                + ("" if spec.tunable else " Fixed after configure.")
+                + (f" One of: {', '.join(spec.choices)}." if spec.choices else ""),
+                dynamic_typing=True,
+            )
+            self.declare_parameter(spec.name, spec.default, descriptor)
+        self._factory = RclpyMessageFactory()
+        self._settings: dict[str, Any] | None = None
+        self._configured = False
+        self._active = False
+        self._lifecycle_state = "unconfigured"
+        self._last_error = ""
+        self._bundle: PipelineBundle | None = None
+        self._builder: OutputBuilder | None = None
+        self._output_publishers: dict[str, Any] = {}
+        self._tf_publisher: Any = None
+        self._tf_static_publisher: Any = None
+        self._input_subscriptions: list[Any] = []
+        self._tf2_buffer: Any = None
+        self._tf2_listener: Any = None
+        self._queue: DropOldestQueue[Frame] = DropOldestQueue(1)
+        self._aux_inputs: deque[tuple[str, int, np.ndarray]] = deque(maxlen=256)
+        self._camera_infos = CameraInfoCache()
+        self._pipeline_lock = threading.Lock()
+        self._worker: threading.Thread | None = None
+        self._stop_worker = threading.Event()
+        self._static_frames: set[str] = set()
+        self._map = MapAccumulator(2_000_000, 0.05)
+        self._trajectory: deque[tuple[int, np.ndarray]] = deque(maxlen=TRAJECTORY_MAX_POSES)
+        self._input_rate = diagnostics.RateMeter()
+        self._output_rate = diagnostics.RateMeter()
+        self._window_ms = diagnostics.PercentileWindow()
+        self._latency_ms = diagnostics.PercentileWindow()
+        self._problems = diagnostics.ProblemLog()
+        self._last_input: dict[str, Any] = {}
+        self._last_enqueued_stamp: int | None = None
+        self._last_result: Any = None
+        self._tf_note = ""
+        self._frames_processed = 0
+        self._resets = 0
+        self._reset_since_report = False
+        self._input_group = MutuallyExclusiveCallbackGroup()
+        self._service_group = MutuallyExclusiveCallbackGroup()
+        self._tf_group = MutuallyExclusiveCallbackGroup()
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+        self._diagnostics_publisher = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        period = float(self.get_parameter("diagnostics_period").value or 1.0)
+        self._diagnostics_timer = self.create_timer(
+            max(period, 0.05), self._publish_diagnostics, callback_group=self._service_group
+        )
+        self.create_service(Trigger, "~/reset", self._on_reset, callback_group=self._service_group)
+        self.create_service(Trigger, "~/save", self._on_save, callback_group=self._service_group)
+
+    # ----------------------------------------------------------------------------------------------- lifecycle
+    def autostart(self) -> None:
+        """Configure and activate when the ``autostart`` parameter is true (failures stay in diagnostics)."""
+        if not self.get_parameter("autostart").value:
+            return
+        self.trigger_configure()
+        if self._configured:
+            self.trigger_activate()
+
+    def _current_parameters(self) -> dict[str, Any]:
+        return {spec.name: self.get_parameter(spec.name).value for spec in parameters.PARAMETERS}
+
+    def _fail(self, message: str) -> TransitionCallbackReturn:
+        self._last_error = message
+        self._problems.report("configure", message)
+        self.get_logger().error(message)
+        return TransitionCallbackReturn.FAILURE
+
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Validate parameters, load and warm up the model, create publishers (FAILURE with a clear message)."""
+        try:
+            settings = parameters.validate_parameters(self._current_parameters())
+        except ValueError as error:
+            return self._fail(f"configure failed: invalid parameters: {error}")
+        try:
+            bundle = build_pipeline(settings, self.get_logger().info)
+        except (ValueError, OSError, RuntimeError) as error:
+            return self._fail(f"configure failed: {error}")
+        self._settings = settings
+        self._bundle = bundle
+        self._builder = OutputBuilder(self._factory, settings)
+        self._queue = DropOldestQueue(settings["frame_queue_size"])
+        self._camera_infos = CameraInfoCache(
+            settings["camera_info_mode"], int(settings["camera_info_slop_s"] * 1e9)
+        )
+        self._map = MapAccumulator(settings["map_max_points"], settings["map_voxel_size"])
+        output_qos = qos_profile(settings["output_qos"], settings["output_queue_depth"])
+        for topic, type_name in TOPIC_TYPES.items():
+            qos = LATCHED_QOS if topic == "path" else output_qos
+            self._output_publishers[topic] = self.create_lifecycle_publisher(_MESSAGE_CLASSES[type_name], topic, qos)
+        self._tf_publisher = self.create_lifecycle_publisher(TFMessage, "/tf", TF_QOS)
+        self._tf_static_publisher = self.create_lifecycle_publisher(TFMessage, "/tf_static", TF_STATIC_QOS)
+        self._configured = True
+        self._lifecycle_state = "inactive"
+        self._last_error = ""
+        self.get_logger().info(
+            f"configured: {bundle.description}; window {settings['window_size']}/{settings['window_stride']}, "
+            f"tf_mode {settings['tf_mode']}, scale_source {settings['scale_source']}"
+        )
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Subscribe to the inputs and /tf, start the worker thread."""
+        settings = self._settings
+        assert settings is not None
+        input_qos = qos_profile(settings["input_qos"], settings["input_queue_depth"])
+        group = self._input_group
+        if settings["image_transport"] == "compressed":
+            image_sub = self.create_subscription(
+                CompressedImage,
+                "image/compressed",
+                self._on_compressed_image,
+                input_qos,
+                callback_group=group,
+            )
+        else:
+            image_sub = self.create_subscription(
+                Image, "image", self._on_image, input_qos, callback_group=group
+            )
+        self._input_subscriptions = [
+            image_sub,
+            self.create_subscription(
+                CameraInfo, "camera_info", self._on_camera_info, input_qos, callback_group=group
+            ),
+            self.create_subscription(TFMessage, "/tf", self._on_tf, TF_QOS, callback_group=self._tf_group),
+            self.create_subscription(
+                TFMessage, "/tf_static", self._on_tf, TF_STATIC_QOS, callback_group=self._tf_group
+            ),
+        ]
+        if settings["scale_source"] == "odometry":
+            self._input_subscriptions.append(
+                self.create_subscription(Odometry, "odom", self._on_odometry, 50, callback_group=group)
+            )
+        if settings["scale_source"] == "depth":
+            self._input_subscriptions.append(
+                self.create_subscription(
+                    Image, "metric_depth", self._on_metric_depth, input_qos, callback_group=group
+                )
+            )
+        self._start_tf2_listener()
+        self._stop_worker.clear()
+        self._worker = threading.Thread(target=self._worker_loop, name="page4d-worker", daemon=True)
+        self._worker.start()
+        self._active = True
+        self._lifecycle_state = "active"
+        self.get_logger().info("active: waiting for images")
+        return super().on_activate(state)
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Unsubscribe, stop the worker and drop queued frames."""
+        self._stop_inputs_and_worker()
+        self._lifecycle_state = "inactive"
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Release publishers, the pipeline and the model (GPU memory included)."""
+        self._release()
+        self._lifecycle_state = "unconfigured"
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Stop everything on shutdown from any state."""
+        self._stop_inputs_and_worker()
+        self._release()
+        self._lifecycle_state = "finalized"
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Release everything after an error in a transition (back to unconfigured)."""
+        self._stop_inputs_and_worker()
+        self._release()
+        self._lifecycle_state = "unconfigured"
+        return TransitionCallbackReturn.SUCCESS
+
+    def _stop_inputs_and_worker(self) -> None:
+        self._active = False
+        for subscription in self._input_subscriptions:
+            self.destroy_subscription(subscription)
+        self._input_subscriptions = []
+        self._tf2_listener = None
+        self._tf2_buffer = None
+        self._stop_worker.set()
+        if self._worker is not None and self._worker is not threading.current_thread():
+            self._worker.join(timeout=30.0)
+        self._worker = None
+        self._queue.clear()
+
+    def _release(self) -> None:
+        for publisher in list(self._output_publishers.values()) + [self._tf_publisher, self._tf_static_publisher]:
+            if publisher is not None:
+                self.destroy_lifecycle_publisher(publisher)
+        self._output_publishers = {}
+        self._tf_publisher = self._tf_static_publisher = None
+        with self._pipeline_lock:
+            if self._bundle is not None:
+                self._bundle.release()
+            self._bundle = None
+        self._builder = None
+        self._configured = False
+        self._static_frames.clear()
+        self._map.clear()
+        self._trajectory.clear()
+        self._last_enqueued_stamp = None
+        self._last_input = {}
+
+    def _start_tf2_listener(self) -> None:
+        """Use tf2_ros for base_frame -> optical frame when installed and enabled (else parameters are used)."""
+        assert self._settings is not None
+        if not self._settings["base_to_optical_from_tf"]:
+            return
+        try:
+            import tf2_ros
+        except ImportError:
+            self.get_logger().info(
+                "tf2_ros is not installed: base_frame -> optical frame comes from parameters"
+            )
+            return
+        self._tf2_buffer = tf2_ros.Buffer()
+        self._tf2_listener = tf2_ros.TransformListener(self._tf2_buffer, self)
+
+    def _mounting_from_tf2(self, optical_frame: str) -> None:
+        """Before the first pose, replace the parameter mounting by tf2's base_frame -> optical frame if known."""
+        if self._tf2_buffer is None or self._builder is None or self._builder.anchor.anchored:
+            return
+        try:
+            transform = self._tf2_buffer.lookup_transform(
+                self._settings["base_frame"], optical_frame, rclpy.time.Time()
+            ).transform
+        except Exception as error:  # tf2 raises several exception types, all meaning "not available yet"
+            self.get_logger().warn(
+                f"tf2 has no {self._settings['base_frame']} -> {optical_frame} ({error}); "
+                "using base_to_optical_xyz/rpy",
+                once=True,
+            )
+            return
+        T = conversions.translation_quaternion_to_matrix(
+            (transform.translation.x, transform.translation.y, transform.translation.z),
+            (transform.rotation.x, transform.rotation.y, transform.rotation.z, transform.rotation.w),
+        )
+        self._builder.set_base_to_optical(T)
+
+    # ------------------------------------------------------------------------------------------------ inputs
+    def _on_image(self, msg: Image) -> None:
+        self._input_rate.tick(self.get_clock().now().nanoseconds)
+        try:
+            rgb = conversions.image_to_rgb(
+                msg.encoding, msg.height, msg.width, msg.step, msg.is_bigendian, msg.data
+            )
+        except conversions.ImageConversionError as error:
+            self._problems.report(error.kind, str(error))
+            return
+        self._enqueue(rgb, _stamp_ns(msg.header), msg.header.frame_id, msg.encoding)
+
+    def _on_compressed_image(self, msg: CompressedImage) -> None:
+        self._input_rate.tick(self.get_clock().now().nanoseconds)
+        try:
+            rgb = conversions.compressed_to_rgb(msg.format, msg.data)
+        except conversions.ImageConversionError as error:
+            self._problems.report(error.kind, str(error))
+            return
+        self._enqueue(rgb, _stamp_ns(msg.header), msg.header.frame_id, f"compressed {msg.format}")
+
+    def _enqueue(self, rgb: np.ndarray, stamp_ns: int, frame_id: str, encoding: str) -> None:
+        settings = self._settings
+        if settings is None or not self._active:
+            return
+        frame_id = frame_id or settings["camera_optical_frame"]
+        self._last_input = {
+            "encoding": encoding,
+            "resolution": f"{rgb.shape[1]}x{rgb.shape[0]}",
+            "frame_id": frame_id,
+        }
+        last = self._last_enqueued_stamp
+        if last is not None and stamp_ns <= last:
+            if last - stamp_ns <= int(settings["max_gap_s"] * 1e9):
+                self._problems.report(
+                    "backwards_stamp",
+                    f"image stamp {stamp_ns} ns is not newer than the previous {last} ns; frame dropped",
+                )
+                return
+            self._problems.report(
+                "time_jump_back", f"time jumped back from {last} to {stamp_ns} ns; restarting"
+            )
+            self._aux_inputs.append(("time_jump_back", stamp_ns, np.zeros(0)))
+        calibration = self._camera_infos.lookup(frame_id, stamp_ns)
+        if calibration is not None and (calibration.width, calibration.height) != (
+            rgb.shape[1],
+            rgb.shape[0],
+        ):
+            self._problems.report(
+                "camera_info_mismatch",
+                f"camera_info is {calibration.width}x{calibration.height} but the image is "
+                f"{rgb.shape[1]}x{rgb.shape[0]}; publish the CameraInfo of this image",
+            )
+            calibration = None
+        if calibration is None and settings["require_camera_info"]:
+            self._problems.report("missing_camera_info", f"no camera_info for '{frame_id}' at {stamp_ns} ns")
+            return
+        self._last_enqueued_stamp = stamp_ns
+        if not self._queue.put(Frame(rgb=rgb, stamp_ns=stamp_ns, frame_id=frame_id, calibration=calibration)):
+            self.get_logger().debug("frame queue full: dropped the oldest frame")
+
+    def _on_camera_info(self, msg: CameraInfo) -> None:
+        try:
+            calibration = calibration_from_camera_info(msg)
+        except ValueError as error:
+            self._problems.report("bad_camera_info", str(error))
+            return
+        frame_id = msg.header.frame_id or (self._settings or {}).get("camera_optical_frame", "")
+        self._camera_infos.add(frame_id, _stamp_ns(msg.header), calibration)
+
+    def _on_odometry(self, msg: Odometry) -> None:
+        position = msg.pose.pose.position
+        xyz = np.array([position.x, position.y, position.z])
+        if not np.all(np.isfinite(xyz)):
+            self._problems.report("bad_odometry", "odometry position is not finite; message ignored")
+            return
+        self._aux_inputs.append(("odometry", _stamp_ns(msg.header), xyz))
+
+    def _on_metric_depth(self, msg: Image) -> None:
+        try:
+            depth = conversions.depth_image_to_metres(
+                msg.encoding, msg.height, msg.width, msg.step, msg.is_bigendian, msg.data
+            )
+        except conversions.ImageConversionError as error:
+            self._problems.report(f"metric_depth_{error.kind}", str(error))
+            return
+        if not np.any(np.isfinite(depth)):
+            self._problems.report("metric_depth_invalid", "metric depth image has no finite pixel; ignored")
+            return
+        self._aux_inputs.append(("metric_depth", _stamp_ns(msg.header), depth))
+
+    def _on_tf(self, msg: TFMessage) -> None:
+        builder = self._builder
+        if builder is None:
+            return
+        for transform in msg.transforms:
+            parent, child = transform.header.frame_id, transform.child_frame_id
+            T = None
+            if builder.needs_robot_odometry(parent, child):
+                t, q = transform.transform.translation, transform.transform.rotation
+                try:
+                    T = conversions.translation_quaternion_to_matrix((t.x, t.y, t.z), (q.x, q.y, q.z, q.w))
+                except ValueError as error:
+                    self._problems.report("bad_tf", f"{parent} -> {child}: {error}")
+                    continue
+            conflict = builder.observe_transform(parent, child, _stamp_ns(transform.header), T)
+            if conflict is not None:
+                self._problems.report("tf_conflict", conflict.describe())
+                self.get_logger().error(conflict.describe())
+
+    # ------------------------------------------------------------------------------------------------ worker
+    def _worker_loop(self) -> None:
+        while not self._stop_worker.is_set():
+            frame = self._queue.get(timeout=0.1)
+            if frame is None:
+                continue
+            started = time.perf_counter()
+            try:
+                with self._pipeline_lock:
+                    results = self._process(frame)
+            except Exception as error:  # the worker must survive any pipeline failure; it is reported instead
+                self._problems.report("pipeline_error", f"{type(error).__name__}: {error}")
+                self._last_error = f"pipeline error: {type(error).__name__}: {error}"
+                self.get_logger().error(self._last_error)
+                self._reset_pipeline("error")
+                continue
+            if results:
+                self._window_ms.add((time.perf_counter() - started) * 1e3)
+            for result in results:
+                try:
+                    self._publish_result(result)
+                except Exception as error:  # one bad result must not stop the stream; it is reported
+                    self._problems.report("publish_error", f"{type(error).__name__}: {error}")
+                    self.get_logger().error(f"publishing failed: {type(error).__name__}: {error}")
+
+    def _process(self, frame: Frame) -> list[Any]:
+        """Feed auxiliary inputs and one frame to the pipeline (called with the pipeline lock held)."""
+        assert self._bundle is not None and self._builder is not None
+        pipeline = self._bundle.pipeline
+        results: list[Any] = []
+        while self._aux_inputs:
+            kind, stamp_ns, value = self._aux_inputs.popleft()
+            if kind == "odometry":
+                pipeline.add_odometry(stamp_ns, value)
+            elif kind == "metric_depth":
+                pipeline.add_metric_depth(stamp_ns, value)
+            elif kind == "time_jump_back":
+                results += pipeline.flush()
+                self._builder.restart_time()
+        size = (frame.rgb.shape[1], frame.rgb.shape[0])
+        previous = self._last_input.get("processed_size")
+        if previous is not None and previous != size:
+            # The pipeline publishes the buffered frames and starts a new segment, continuous in pose.
+            self._problems.report(
+                "resolution_change",
+                f"input resolution changed {previous[0]}x{previous[1]} -> {size[0]}x{size[1]}",
+            )
+            self._reset_since_report = True
+        self._last_input["processed_size"] = size
+        self._mounting_from_tf2(frame.frame_id)
+        results += pipeline.push(frame)
+        return results
+
+    def _reset_pipeline(self, reason: str) -> None:
+        """Start a new pipeline segment; the pipeline re-anchors it at the last published pose."""
+        with self._pipeline_lock:
+            if self._bundle is not None:
+                self._bundle.pipeline.reset(reason)
+        self._resets += 1
+        self._reset_since_report = True
+
+    def _publish_result(self, result: Any) -> None:
+        builder = self._builder
+        if builder is None:
+            return
+        if result.frame_id not in self._static_frames:
+            static = builder.static_transforms(result.frame_id)
+            if static:
+                self._tf_static_publisher.publish(build_tf_message(self._factory, static))
+            self._static_frames.add(result.frame_id)
+        for topic, msg in builder.image_messages(result):
+            self._output_publishers[topic].publish(msg)
+        pose_outputs = builder.pose_outputs(result)
+        for topic, msg in pose_outputs.messages:
+            self._output_publishers[topic].publish(msg)
+        if pose_outputs.transforms:
+            self._tf_publisher.publish(build_tf_message(self._factory, pose_outputs.transforms))
+        self._tf_note = pose_outputs.tf_note
+        if pose_outputs.estimate is not None:
+            T_cam = pose_outputs.estimate.T_estimate_cam
+            self._trajectory.append((result.stamp_ns, T_cam))
+            keep = ~np.asarray(result.point_is_dynamic, dtype=bool)
+            self._map.add(T_cam, result.points[keep], result.colors[keep])
+        now_ns = self.get_clock().now().nanoseconds
+        self._latency_ms.add((now_ns - result.stamp_ns) / 1e6)
+        self._output_rate.tick(now_ns)
+        self._frames_processed += 1
+        self._last_result = result
+
+    # ---------------------------------------------------------------------------------------------- services
+    def _on_reset(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        if not self._active:
+            response.success, response.message = False, f"node is {self._lifecycle_state}, not active"
+            return response
+        dropped = self._queue.clear()
+        self._reset_pipeline("reset service")
+        self._problems.report(
+            "reset", "reset requested through ~/reset: windows cleared, odometry re-anchored"
+        )
+        response.success = True
+        response.message = (
+            f"pipeline reset, {dropped} queued frames dropped; odometry continues from the last pose"
+        )
+        return response
+
+    def _on_save(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        if not self._configured or self._settings is None:
+            response.success, response.message = False, f"node is {self._lifecycle_state}: nothing to save"
+            return response
+        folder = self._settings["save_dir"] or os.path.join(
+            os.environ.get("ROS_HOME", os.path.join(os.path.expanduser("~"), ".ros")), "page4d"
+        )
+        stamp = time.strftime("%Y%m%d_%H%M%S")
+        try:
+            Path(folder).mkdir(parents=True, exist_ok=True)
+            points, colors = self._map.snapshot()
+            ply_path = Path(folder) / f"page4d_map_{stamp}.ply"
+            tum_path = Path(folder) / f"page4d_trajectory_{stamp}.tum"
+            write_ply(ply_path, points, colors)
+            write_tum(tum_path, list(self._trajectory))
+        except OSError as error:
+            response.success, response.message = False, f"cannot write to {folder}: {error}"
+            return response
+        response.success = True
+        response.message = (
+            f"saved {len(points)} points to {ply_path} and {len(self._trajectory)} poses to {tum_path}"
+        )
+        return response
+
+    # -------------------------------------------------------------------------------------------- parameters
+    def _on_set_parameters(self, changes: list[rclpy.parameter.Parameter]) -> SetParametersResult:
+        if self._settings is None:
+            return SetParametersResult(successful=True)
+        update = {change.name: change.value for change in changes}
+        fixed = sorted(name for name in update if not parameters.PARAMETERS_BY_NAME[name].tunable)
+        if fixed:
+            return SetParametersResult(
+                successful=False,
+                reason=f"{fixed} are fixed after configure; deactivate, cleanup and configure again to change them",
+            )
+        try:
+            merged = parameters.validate_parameters({**self._settings, **update})
+        except ValueError as error:
+            return SetParametersResult(successful=False, reason=str(error))
+        pipeline_changes = {k: merged[k] for k in update if k in parameters.PIPELINE_PARAMETER_NAMES}
+        if pipeline_changes and self._bundle is not None:
+            with self._pipeline_lock:
+                try:
+                    self._bundle.pipeline.update_config(**pipeline_changes)
+                except ValueError as error:
+                    return SetParametersResult(successful=False, reason=str(error))
+        node_changes = {k: merged[k] for k in update}
+        self._settings.update(node_changes)
+        if self._builder is not None:
+            self._builder.update_settings(node_changes)
+        if "map_max_points" in update or "map_voxel_size" in update:
+            self._map.max_points, self._map.voxel_size = merged["map_max_points"], merged["map_voxel_size"]
+        return SetParametersResult(successful=True)
+
+    # ------------------------------------------------------------------------------------------- diagnostics
+    def diagnostic_records(self) -> list[diagnostics.StatusRecord]:
+        """The current diagnostic statuses (input, inference, latency, scale, tracking, tf, node)."""
+        now_ns = self.get_clock().now().nanoseconds
+        settings = self._settings or self._display_settings()
+        fresh_problems = self._problems.new_since_last_call()
+        records = []
+
+        node = diagnostics.StatusRecord("page4d: node", values={"lifecycle_state": self._lifecycle_state})
+        node.values["last_error"] = self._last_error
+        if self._last_error and not self._active:
+            node.escalate(diagnostics.ERROR, self._last_error)
+        elif not self._active:
+            node.escalate(diagnostics.WARN, f"node is {self._lifecycle_state}")
+        records.append(node)
+
+        input_status = diagnostics.StatusRecord("page4d: input")
+        rate = self._input_rate.rate(now_ns)
+        input_status.values.update(
+            {
+                "input_rate_hz": f"{rate:.2f}",
+                "camera_info_present": str(self._camera_infos.has_any()).lower(),
+                "camera_info_received": str(self._camera_infos.received),
+                "encoding": self._last_input.get("encoding", ""),
+                "resolution": self._last_input.get("resolution", ""),
+                "frame_id": self._last_input.get("frame_id", ""),
+                "rejected_inputs": str(self._problems.total()),
+                "last_problem": self._problems.last_message,
+            }
+        )
+        for kind, count in sorted(self._problems.counts.items()):
+            input_status.values[f"count_{kind}"] = str(count)
+        for kind, count in sorted(fresh_problems.items()):
+            level = (
+                diagnostics.ERROR
+                if kind in ("tf_conflict", "pipeline_error", "configure")
+                else diagnostics.WARN
+            )
+            target = input_status
+            target.escalate(level, f"{count} x {kind}")
+        if self._active and self._last_input and not self._camera_infos.has_any():
+            input_status.escalate(
+                diagnostics.WARN, "no camera_info received: using the model's predicted intrinsics"
+            )
+        expected = settings["expected_input_rate_hz"]
+        if self._active and expected > 0 and rate < expected:
+            input_status.escalate(
+                diagnostics.WARN, f"input rate {rate:.1f} Hz below expected {expected:.1f} Hz"
+            )
+        records.append(input_status)
+
+        inference = diagnostics.StatusRecord("page4d: inference")
+        window = self._window_ms.summary()
+        inference.values.update(
+            {
+                "window_ms_mean": f"{window['mean']:.1f}",
+                "window_ms_max": f"{window['max']:.1f}",
+                "frames_per_second": f"{self._output_rate.rate(now_ns):.2f}",
+                "frames_processed": str(self._frames_processed),
+                "queue_depth": str(len(self._queue)),
+                "dropped_frames": str(self._queue.dropped),
+                "backend": self._bundle.description if self._bundle else "",
+                "gpu_memory_mb": f"{self._bundle.gpu_memory_mb():.1f}" if self._bundle else "0.0",
+                "last_error": self._last_error,
+            }
+        )
+        if self._bundle is not None:
+            for key, value in sorted(self._bundle.stats().items()):
+                inference.values[f"pipeline_{key}"] = str(value)
+        if fresh_problems.get("pipeline_error"):
+            inference.escalate(diagnostics.ERROR, f"pipeline failed: {self._last_error}")
+        records.append(inference)
+
+        latency = diagnostics.StatusRecord("page4d: latency")
+        summary = self._latency_ms.summary()
+        latency.values.update(
+            {"latency_ms_p50": f"{summary['p50']:.1f}", "latency_ms_p95": f"{summary['p95']:.1f}"}
+        )
+        if summary["p95"] > settings["transform_tolerance"] * 1e3:
+            latency.escalate(
+                diagnostics.WARN, f"p95 latency {summary['p95']:.0f} ms above transform_tolerance"
+            )
+        records.append(latency)
+
+        scale = diagnostics.StatusRecord("page4d: scale", values={"scale_source": settings["scale_source"]})
+        result = self._last_result
+        if result is not None:
+            scale.values.update({"scale": f"{result.scale:.6g}", "scale_state": result.scale_state})
+            if (
+                not is_metric(result)
+                and settings["tf_mode"] != "none"
+                and not settings["require_metric_for_tf"]
+            ):
+                scale.escalate(diagnostics.WARN, f"TF published in non-metric units ({result.scale_state})")
+            elif not is_metric(result):
+                scale.escalate(diagnostics.WARN, f"scale not metric ({result.scale_state})")
+        records.append(scale)
+
+        tracking = diagnostics.StatusRecord("page4d: tracking", values={"resets": str(self._resets)})
+        if result is not None:
+            tracking.values.update(
+                {
+                    "segment_index": str(result.segment_index),
+                    "alignment": str(result.alignment),
+                    "alignment_residual": f"{result.alignment_residual:.4g}",
+                    "intrinsics_source": str(result.intrinsics_source),
+                }
+            )
+        if self._reset_since_report:
+            tracking.escalate(diagnostics.WARN, "pipeline reset since the last report")
+            self._reset_since_report = False
+        records.append(tracking)
+
+        tf_status = diagnostics.StatusRecord("page4d: tf", values={"tf_mode": settings["tf_mode"]})
+        builder = self._builder
+        if builder is not None:
+            tf_status.values["last_tf_stamp_ns"] = str(builder.last_tf_stamp_ns or 0)
+            tf_status.values["note"] = self._tf_note
+            tf_status.values["conflict"] = str(bool(builder.conflicts.conflicts)).lower()
+            for conflict in builder.conflicts.conflicts.values():
+                tf_status.escalate(diagnostics.ERROR, conflict.describe())
+        records.append(tf_status)
+        return records
+
+    def _display_settings(self) -> dict[str, Any]:
+        """Settings for diagnostics before configure: the current parameters, or the defaults if invalid."""
+        try:
+            return parameters.validate_parameters(self._current_parameters())
+        except ValueError:
+            return parameters.validate_parameters({})
+
+    def _publish_diagnostics(self) -> None:
+        array = DiagnosticArray()
+        array.header.stamp = self.get_clock().now().to_msg()
+        hardware_id = self.get_fully_qualified_name()
+        for record in self.diagnostic_records():
+            status = DiagnosticStatus(
+                level=bytes([record.level]), name=record.name, message=record.message, hardware_id=hardware_id
+            )
+            status.values = [KeyValue(key=key, value=value) for key, value in record.values.items()]
+            array.status.append(status)
+        self._diagnostics_publisher.publish(array)
+
+    def shutdown_worker(self) -> None:
+        """Stop the worker thread (used on process exit)."""
+        self._stop_inputs_and_worker()
+
+
+def main(args: list[str] | None = None) -> None:
+    """Entry point of ``page4d_node``: spin the node on a multi-threaded executor (autostart when enabled)."""
+    rclpy.init(args=args)
+    node = Page4dNode()
+    executor = MultiThreadedExecutor(num_threads=4)
+    executor.add_node(node)
+    try:
+        node.autostart()
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        node.shutdown_worker()
+        executor.shutdown()
+        node.destroy_node()
+        rclpy.try_shutdown()
+
+
+if __name__ == "__main__":
+    main()

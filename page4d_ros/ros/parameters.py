@@ -1,0 +1,364 @@
+"""The node's parameters: one table (name, default, description, run-time tunability, choices) and their validation.
+
+The table is the single source for the node's declarations, ``config/page4d.yaml``, the launch file test and the
+offline bag tool (which reads the same YAML). Pipeline parameters mirror :class:`PipelineConfig` field by field.
+No rclpy import happens here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from page4d_ros.pipeline.config import PipelineConfig
+
+NODE_NAME = "page4d"
+DEFAULT_NAMESPACE = "page4d"
+QOS_CHOICES = ("sensor_data", "reliable", "best_effort", "system_default")
+TF_MODES = ("odom", "map", "none")
+OPTICAL_RPY = (-math.pi / 2, 0.0, -math.pi / 2)
+"""Roll, pitch, yaw of a camera optical frame in its body frame (REP-103: z forward, x right, y down)."""
+
+
+@dataclass(frozen=True)
+class ParameterSpec:
+    """One node parameter: its default (which fixes its type), meaning, and whether it may change while active."""
+
+    name: str
+    default: Any
+    description: str
+    tunable: bool = False
+    choices: tuple[str, ...] = ()
+
+
+_NODE_PARAMETERS: tuple[ParameterSpec, ...] = (
+    ParameterSpec("autostart", True, "Configure and activate on start-up (no lifecycle manager needed)."),
+    ParameterSpec(
+        "checkpoint_path",
+        "",
+        "Local .safetensors/.pt checkpoint; empty uses the model shipped in page4d_ros/models/. Never downloaded.",
+    ),
+    ParameterSpec(
+        "checkpoint_sha256", "", "Optional SHA-256 of the checkpoint file; configure fails on mismatch."
+    ),
+    ParameterSpec(
+        "model_preset", "", "Model preset when the checkpoint carries no config (e.g. page4d-small)."
+    ),
+    ParameterSpec(
+        "device", "auto", "Torch device: auto (cuda:0 when available, else cpu), cpu, cuda, cuda:N."
+    ),
+    ParameterSpec(
+        "precision",
+        "auto",
+        "auto (bf16 on sm80+, fp16 on older GPUs, fp32 on CPU), fp32, bf16 or fp16.",
+        choices=("auto", "fp32", "bf16", "fp16"),
+    ),
+    ParameterSpec("warmup_iters", 1, "Dummy windows run in configure so the first real window is not slow."),
+    ParameterSpec(
+        "image_transport",
+        "raw",
+        "Input transport: raw (sensor_msgs/Image on 'image') or compressed "
+        "(sensor_msgs/CompressedImage on 'image/compressed', JPEG/PNG).",
+        choices=("raw", "compressed"),
+    ),
+    ParameterSpec(
+        "camera_info_mode",
+        "latest",
+        "latest: newest CameraInfo of the image's frame id; synchronized: the "
+        "CameraInfo whose stamp is within camera_info_slop_s of the image.",
+        choices=("latest", "synchronized"),
+    ),
+    ParameterSpec(
+        "camera_info_slop_s", 0.01, "Largest image/CameraInfo stamp difference in synchronized mode."
+    ),
+    ParameterSpec(
+        "require_camera_info",
+        False,
+        "Drop images until a matching CameraInfo exists (else use predicted K).",
+        tunable=True,
+    ),
+    ParameterSpec(
+        "input_qos",
+        "sensor_data",
+        "QoS of image, camera_info and metric depth subscriptions.",
+        choices=QOS_CHOICES,
+    ),
+    ParameterSpec("input_queue_depth", 2, "History depth of the input subscriptions."),
+    ParameterSpec("frame_queue_size", 4, "Frames waiting for the worker; when full the oldest is dropped."),
+    ParameterSpec(
+        "output_qos",
+        "reliable",
+        "QoS of image, cloud and odometry outputs (reliable works with every subscriber).",
+        choices=QOS_CHOICES,
+    ),
+    ParameterSpec("output_queue_depth", 2, "History depth of the outputs."),
+    ParameterSpec(
+        "expected_input_rate_hz", 0.0, "Diagnostics WARN below this input rate (0 disables).", tunable=True
+    ),
+    ParameterSpec(
+        "tf_mode",
+        "odom",
+        "odom: publish odom_frame -> base_frame; map: map_frame -> odom_frame over the robot's "
+        "own odometry; none: no TF (odometry topic only).",
+        choices=TF_MODES,
+    ),
+    ParameterSpec("odom_frame", "odom", "Odometry frame (parent of base_frame)."),
+    ParameterSpec("map_frame", "map", "Map frame (parent of odom_frame in tf_mode map)."),
+    ParameterSpec("base_frame", "base_link", "Robot body frame; use camera_link on camera-only rigs."),
+    ParameterSpec(
+        "camera_optical_frame", "camera_optical_frame", "Frame id used when an image header has none."
+    ),
+    ParameterSpec(
+        "base_to_optical_from_tf",
+        True,
+        "Look up base_frame -> optical frame with tf2_ros when it is installed; "
+        "otherwise (or on failure) use base_to_optical_xyz/rpy.",
+    ),
+    ParameterSpec("base_to_optical_xyz", [0.0, 0.0, 0.0], "Optical frame origin in base_frame, metres."),
+    ParameterSpec(
+        "base_to_optical_rpy",
+        list(OPTICAL_RPY),
+        "Optical frame orientation in base_frame (roll, pitch, yaw, rad).",
+    ),
+    ParameterSpec(
+        "publish_optical_static_tf",
+        False,
+        "Publish base_frame -> optical frame on /tf_static from the two "
+        "parameters above (only when no URDF/robot_state_publisher provides it).",
+    ),
+    ParameterSpec(
+        "transform_tolerance",
+        0.5,
+        "Future-dating of map -> odom in tf_mode map, and the largest stamp gap "
+        "when matching the robot's odometry; also the latency WARN level.",
+        tunable=True,
+    ),
+    ParameterSpec(
+        "require_metric_for_tf",
+        True,
+        "Publish no TF/odometry while the scale is not metric (Nav2, nvblox and rtabmap assume metres).",
+        tunable=True,
+    ),
+    ParameterSpec(
+        "pose_position_sigma_m", 0.05, "Position standard deviation in the pose covariances.", tunable=True
+    ),
+    ParameterSpec(
+        "pose_rotation_sigma_rad", 0.02, "Rotation standard deviation in the pose covariances.", tunable=True
+    ),
+    ParameterSpec(
+        "publish_depth", True, "Publish depth/image (32FC1, metres, NaN invalid) + camera_info.", True
+    ),
+    ParameterSpec(
+        "publish_depth_mm", False, "Also publish depth/image_mm (16UC1 millimetres, 0 invalid).", True
+    ),
+    ParameterSpec("publish_rgb", True, "Publish rgb/image (rgb8 at depth resolution) + camera_info.", True),
+    ParameterSpec(
+        "publish_dynamic_mask", True, "Publish dynamic_mask/image (mono8, 255 dynamic) + camera_info.", True
+    ),
+    ParameterSpec(
+        "publish_confidence", False, "Publish confidence/image (32FC1 raw model confidence).", True
+    ),
+    ParameterSpec("publish_points", True, "Publish points (PointCloud2 x y z rgb, optical frame).", True),
+    ParameterSpec("publish_points_static", False, "Publish points_static (dynamic points removed).", True),
+    ParameterSpec("publish_odometry", True, "Publish odometry (nav_msgs/Odometry odom -> base_frame).", True),
+    ParameterSpec("publish_camera_pose", True, "Publish camera_pose (optical camera pose in odom).", True),
+    ParameterSpec("publish_path", True, "Publish path (nav_msgs/Path, transient local).", True),
+    ParameterSpec("path_max_poses", 2000, "Newest poses kept in path.", tunable=True),
+    ParameterSpec(
+        "map_max_points", 2_000_000, "Points kept for ~/save (voxel-thinned beyond).", tunable=True
+    ),
+    ParameterSpec(
+        "map_voxel_size", 0.05, "Voxel edge used to thin the saved map (output units).", tunable=True
+    ),
+    ParameterSpec(
+        "save_dir", "", "Folder for ~/save (PLY map + TUM trajectory); empty: $ROS_HOME/page4d.", True
+    ),
+    ParameterSpec("diagnostics_period", 1.0, "Seconds between /diagnostics messages."),
+)
+
+_PIPELINE_DESCRIPTIONS: dict[str, str] = {
+    "window_size": "Frames per network window (fixed after configure).",
+    "window_stride": "New frames per window (overlap = window_size - window_stride).",
+    "max_window_size": "Upper bound on window_size (GPU memory guard).",
+    "model_long_side": "Network input long side in pixels (multiple of 14; 518 is native).",
+    "resize_mode": "crop or pad the images to the network's aspect ratio.",
+    "keyframe_min_interval_s": "Skip frames closer in time than this (0 keeps all).",
+    "keyframe_min_motion_px": "Skip frames with less image motion than this (0 keeps all).",
+    "buffer_max_frames": "Frames kept by the pipeline for windowing.",
+    "max_gap_s": "A larger stamp gap starts a new segment (re-anchored, continuous TF).",
+    "conf_threshold": "Depth pixels below this confidence become NaN.",
+    "conf_percentile": "Also drop this lowest percentage of confidence per frame.",
+    "min_depth_m": "Nearer depth becomes NaN (output units).",
+    "max_depth_m": "Farther depth becomes NaN (output units).",
+    "mask_threshold": "Dynamic score above which a pixel is dynamic.",
+    "mask_dilate_px": "Dilation of the dynamic mask in pixels.",
+    "mask_geometric": "Fuse a multi-view geometric consistency test into the dynamic mask.",
+    "mask_rel_tolerance": "Relative depth disagreement counted as a geometric vote.",
+    "mask_min_votes": "Votes needed before a pixel is geometrically dynamic.",
+    "mask_vote_fraction": "Fraction of views that must vote dynamic.",
+    "mask_fusion": "How network and geometric masks combine: max or mean.",
+    "points_stride": "Pixel stride of the published cloud.",
+    "scale_source": "none, fixed (scale_factor), odometry (odom topic), depth (metric_depth topic), camera_height.",
+    "scale_factor": "Scale applied when scale_source is fixed.",
+    "camera_height_m": "Camera height above the ground for scale_source camera_height.",
+    "scale_ema_alpha": "Smoothing of the estimated scale.",
+    "scale_min_baseline_m": "Odometry baseline needed before the scale is observable.",
+    "min_chain_baseline": "Relative baseline below which windows are chained by rotation only.",
+    "chain_huber_delta": "Robust loss width of window chaining.",
+    "chain_max_points": "Points sampled for window chaining.",
+    "odometry_max_dt_s": "Largest odometry/image stamp gap used for the scale.",
+    "metric_depth_max_dt_s": "Largest metric depth/image stamp gap used for the scale.",
+    "history_max_poses": "Poses the pipeline keeps for chaining and re-anchoring.",
+}
+
+
+def _pipeline_parameters() -> tuple[ParameterSpec, ...]:
+    """Specs mirroring every :class:`PipelineConfig` field, with its default and run-time tunability."""
+    defaults = PipelineConfig()
+    tunable = PipelineConfig.runtime_tunable_fields()
+    return tuple(
+        ParameterSpec(
+            field.name,
+            getattr(defaults, field.name),
+            _PIPELINE_DESCRIPTIONS.get(field.name, f"Pipeline setting {field.name} (see PipelineConfig)."),
+            tunable=field.name in tunable,
+        )
+        for field in dataclasses.fields(PipelineConfig)
+    )
+
+
+PARAMETERS: tuple[ParameterSpec, ...] = _NODE_PARAMETERS + _pipeline_parameters()
+"""Every parameter the node declares."""
+
+PARAMETERS_BY_NAME: dict[str, ParameterSpec] = {spec.name: spec for spec in PARAMETERS}
+PIPELINE_PARAMETER_NAMES = frozenset(field.name for field in dataclasses.fields(PipelineConfig))
+
+
+def _check_type(spec: ParameterSpec, value: Any) -> Any:
+    """Coerce ``value`` to the type of ``spec.default`` (int -> float allowed) or raise ``ValueError``."""
+    default = spec.default
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise ValueError(f"parameter '{spec.name}' must be true or false, got {value!r}")
+        return value
+    if isinstance(default, int):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"parameter '{spec.name}' must be an integer, got {value!r}")
+        return value
+    if isinstance(default, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"parameter '{spec.name}' must be a number, got {value!r}")
+        return float(value)
+    if isinstance(default, str):
+        if not isinstance(value, str):
+            raise ValueError(f"parameter '{spec.name}' must be a string, got {value!r}")
+        if spec.choices and value not in spec.choices:
+            raise ValueError(f"parameter '{spec.name}' must be one of {list(spec.choices)}, got {value!r}")
+        return value
+    if isinstance(default, list):
+        if not isinstance(value, (list, tuple)) or len(value) != len(default):
+            raise ValueError(
+                f"parameter '{spec.name}' must be a list of {len(default)} numbers, got {value!r}"
+            )
+        if not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value
+        ):
+            raise ValueError(f"parameter '{spec.name}' must hold finite numbers, got {value!r}")
+        return [float(v) for v in value]
+    raise TypeError(f"parameter '{spec.name}' has an unsupported default {default!r}")
+
+
+def validate_parameters(values: Mapping[str, Any]) -> dict[str, Any]:
+    """Complete ``values`` with defaults, check names, types, choices and ranges; return the checked dict.
+
+    Raises ``ValueError`` listing every problem found (unknown names included).
+    """
+    unknown = sorted(set(values) - set(PARAMETERS_BY_NAME))
+    if unknown:
+        raise ValueError(f"unknown parameters {unknown}; see config/page4d.yaml for the declared ones")
+    checked: dict[str, Any] = {}
+    problems: list[str] = []
+    for spec in PARAMETERS:
+        try:
+            checked[spec.name] = _check_type(spec, values.get(spec.name, spec.default))
+        except ValueError as error:
+            problems.append(str(error))
+    if problems:
+        raise ValueError("; ".join(problems))
+    positive = ("camera_info_slop_s", "transform_tolerance", "diagnostics_period")
+    problems += [
+        f"parameter '{name}' must be > 0, got {checked[name]}" for name in positive if checked[name] <= 0
+    ]
+    at_least_one = (
+        "input_queue_depth",
+        "frame_queue_size",
+        "output_queue_depth",
+        "path_max_poses",
+        "map_max_points",
+    )
+    problems += [
+        f"parameter '{name}' must be >= 1, got {checked[name]}" for name in at_least_one if checked[name] < 1
+    ]
+    non_negative = (
+        "warmup_iters",
+        "expected_input_rate_hz",
+        "pose_position_sigma_m",
+        "pose_rotation_sigma_rad",
+    )
+    problems += [
+        f"parameter '{name}' must be >= 0, got {checked[name]}" for name in non_negative if checked[name] < 0
+    ]
+    if checked["map_voxel_size"] <= 0:
+        problems.append(f"parameter 'map_voxel_size' must be > 0, got {checked['map_voxel_size']}")
+    device = checked["device"]
+    if not (device in ("auto", "cpu", "cuda") or (device.startswith("cuda:") and device[5:].isdigit())):
+        problems.append(f"parameter 'device' must be auto, cpu, cuda or cuda:N, got {device!r}")
+    for name in ("odom_frame", "map_frame", "base_frame", "camera_optical_frame"):
+        if not checked[name] or checked[name].startswith("/"):
+            problems.append(f"parameter '{name}' must be a non-empty frame id without a leading '/'")
+    if problems:
+        raise ValueError("; ".join(problems))
+    try:
+        pipeline_config(checked)
+    except ValueError as error:
+        raise ValueError(str(error)) from error
+    return checked
+
+
+def pipeline_config(values: Mapping[str, Any]) -> PipelineConfig:
+    """The :class:`PipelineConfig` made of the pipeline parameters in ``values`` (validated)."""
+    return PipelineConfig.from_dict(
+        {name: values[name] for name in PIPELINE_PARAMETER_NAMES if name in values}
+    )
+
+
+def load_parameters_file(path: str | Path, node_name: str = NODE_NAME) -> dict[str, Any]:
+    """Read a ROS 2 parameters YAML file and return the ``ros__parameters`` that apply to ``node_name``.
+
+    Sections named ``/**``, the plain node name, or a fully qualified name ending in ``/node_name`` are merged
+    in file order, as ``--params-file`` does.
+    """
+    path = Path(path)
+    try:
+        document = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as error:
+        raise ValueError(f"cannot read parameters file {path}: {error}") from error
+    if not isinstance(document, dict):
+        raise ValueError(f"parameters file {path} must map node names to 'ros__parameters' sections")
+    merged: dict[str, Any] = {}
+    for section, content in document.items():
+        key = str(section)
+        applies = key in ("/**", node_name) or key.rstrip("/").split("/")[-1] == node_name
+        if not applies or not isinstance(content, dict):
+            continue
+        parameters = content.get("ros__parameters")
+        if not isinstance(parameters, dict):
+            raise ValueError(f"section '{key}' of {path} has no 'ros__parameters' mapping")
+        merged.update(parameters)
+    return merged

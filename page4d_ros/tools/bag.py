@@ -1,0 +1,293 @@
+"""``page4d-bag INPUT OUTPUT [--params FILE]``: run the node's pipeline offline over a rosbag2 or ROS 1 bag.
+
+Every image is processed (no queue, no drops) in log-time order, so the output is deterministic for a given
+input, checkpoint and device. The output is an MCAP rosbag2 with the node's topics and types under the node's
+namespace (``/page4d/depth/image``, ``/page4d/camera_pose``, ...) plus ``/tf`` (and ``/tf_static`` when
+``publish_optical_static_tf`` is set). Messages are built by the same code as the node's
+(:mod:`page4d_ros.ros.outputs`) and read and written with ``rosbags``: no ROS installation is needed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from page4d_ros.pipeline.types import CameraCalibration, Frame
+from page4d_ros.ros import conversions
+from page4d_ros.ros.messages import RosbagsMessageFactory, build_tf_message
+from page4d_ros.ros.outputs import TOPIC_TYPES, OutputBuilder
+from page4d_ros.ros.parameters import load_parameters_file, validate_parameters
+from page4d_ros.ros.pipeline_factory import build_pipeline
+from page4d_ros.ros.scheduling import CameraInfoCache
+
+IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
+
+
+@dataclass
+class BagSummary:
+    """What a run read and wrote."""
+
+    images_read: int = 0
+    frames_published: int = 0
+    rejected: Counter = field(default_factory=Counter)
+    messages_written: Counter = field(default_factory=Counter)
+    image_topic: str = ""
+    camera_info_topic: str = ""
+
+
+def _field(msg: Any, name: str) -> Any:
+    """A message field by its ROS 2 name, falling back to the upper-case ROS 1 name (``k`` -> ``K``)."""
+    return getattr(msg, name) if hasattr(msg, name) else getattr(msg, name.upper())
+
+
+def _stamp_ns(header: Any) -> int:
+    return conversions.sec_nanosec_to_stamp(header.stamp.sec, header.stamp.nanosec)
+
+
+def _calibration(msg: Any) -> CameraCalibration:
+    K = np.asarray(_field(msg, "k"), dtype=np.float64).reshape(3, 3)
+    if not np.any(K):
+        raise ValueError("camera_info has an all-zero K (uncalibrated camera)")
+    return CameraCalibration(
+        K=K,
+        width=int(msg.width),
+        height=int(msg.height),
+        distortion_model=str(msg.distortion_model),
+        D=np.asarray(_field(msg, "d"), dtype=np.float64),
+    )
+
+
+def _pick_topic(connections: Sequence[Any], types: Sequence[str], requested: str | None, what: str) -> Any | None:
+    """The connection of ``requested`` (must have one of ``types``), else the only one with such a type."""
+    candidates = [c for c in connections if c.msgtype in types]
+    if requested:
+        chosen = [c for c in candidates if c.topic == requested]
+        if not chosen:
+            available = sorted({c.topic for c in candidates}) or "none"
+            raise ValueError(f"{what} topic '{requested}' not in the bag (with type {'/'.join(types)}: {available})")
+        return chosen[0]
+    topics = sorted({c.topic for c in candidates})
+    if len(topics) > 1:
+        raise ValueError(f"the bag has several {what} topics {topics}; choose one with --{what.replace(' ', '-')}-topic")
+    return candidates[0] if candidates else None
+
+
+def _decode_image(msg: Any, msgtype: str) -> np.ndarray:
+    if msgtype == "sensor_msgs/msg/CompressedImage":
+        return conversions.compressed_to_rgb(msg.format, msg.data)
+    return conversions.image_to_rgb(msg.encoding, msg.height, msg.width, msg.step, msg.is_bigendian, msg.data)
+
+
+def process_bag(
+    input_path: str | Path,
+    output_path: str | Path,
+    settings: dict[str, Any],
+    image_topic: str | None = None,
+    camera_info_topic: str | None = None,
+    odom_topic: str | None = None,
+    metric_depth_topic: str | None = None,
+    namespace: str = "/page4d",
+    show_progress: bool = True,
+) -> BagSummary:
+    """Process every image of ``input_path`` and write the outputs to the new MCAP bag ``output_path``.
+
+    ``settings`` is a validated parameter dict. Raises ``ValueError`` for unusable inputs (missing bag, no image
+    topic, existing output) and ``RuntimeError`` when the checkpoint cannot be loaded.
+    """
+    from rosbags.highlevel import AnyReader
+    from rosbags.rosbag2 import StoragePlugin, Writer
+    from rosbags.typesys import Stores, get_typestore
+    from tqdm import tqdm
+
+    input_path, output_path = Path(input_path), Path(output_path)
+    if not input_path.exists():
+        raise ValueError(f"input bag {input_path} does not exist")
+    if output_path.exists():
+        raise ValueError(f"output {output_path} already exists; choose a new folder (rosbag2 writes a directory)")
+    namespace = "/" + namespace.strip("/") if namespace.strip("/") else ""
+    typestore = get_typestore(Stores.ROS2_JAZZY)
+    factory = RosbagsMessageFactory(typestore)
+    builder = OutputBuilder(factory, settings)
+    camera_infos = CameraInfoCache(settings["camera_info_mode"], int(settings["camera_info_slop_s"] * 1e9))
+    summary = BagSummary()
+
+    with AnyReader([input_path], default_typestore=typestore) as reader:
+        connections = list(reader.connections)
+        image_connection = _pick_topic(connections, IMAGE_TYPES, image_topic, "image")
+        if image_connection is None:
+            raise ValueError(f"{input_path} has no sensor_msgs/Image or CompressedImage topic")
+        if camera_info_topic is None:
+            sibling = image_connection.topic.rsplit("/", 1)[0] + "/camera_info"
+            if any(c.topic == sibling for c in connections):
+                camera_info_topic = sibling
+        info_connection = _pick_topic(connections, ("sensor_msgs/msg/CameraInfo",), camera_info_topic, "camera info")
+        odom_connection = _pick_topic(connections, ("nav_msgs/msg/Odometry",), odom_topic, "odom") if (
+            settings["scale_source"] == "odometry"
+        ) else None
+        depth_connection = (
+            _pick_topic(connections, ("sensor_msgs/msg/Image",), metric_depth_topic, "metric depth")
+            if settings["scale_source"] == "depth" and metric_depth_topic
+            else None
+        )
+        tf_connections = [c for c in connections if c.topic == "/tf" and settings["tf_mode"] == "map"]
+        summary.image_topic = image_connection.topic
+        summary.camera_info_topic = info_connection.topic if info_connection is not None else ""
+        wanted = [c for c in (image_connection, info_connection, odom_connection, depth_connection) if c is not None]
+        wanted += tf_connections
+        bundle = build_pipeline(settings, log=lambda message: print(message, file=sys.stderr))
+        pipeline = bundle.pipeline
+
+        output_path.parent.mkdir(parents=True, exist_ok=True)
+        with Writer(output_path, version=9, storage_plugin=StoragePlugin.MCAP) as writer:
+            writer_connections: dict[str, Any] = {}
+
+            def write(topic: str, msgtype: str, msg: Any, stamp_ns: int) -> None:
+                connection = writer_connections.get(topic)
+                if connection is None:
+                    connection = writer.add_connection(topic, msgtype, typestore=typestore)
+                    writer_connections[topic] = connection
+                writer.write(connection, stamp_ns, bytes(typestore.serialize_cdr(msg, msgtype)))
+                summary.messages_written[topic] += 1
+
+            static_frames: set[str] = set()
+
+            def publish(results: list[Any]) -> None:
+                for result in results:
+                    if result.frame_id not in static_frames:
+                        static = builder.static_transforms(result.frame_id)
+                        if static:
+                            write("/tf_static", "tf2_msgs/msg/TFMessage", build_tf_message(factory, static), 0)
+                        static_frames.add(result.frame_id)
+                    pose_outputs = builder.pose_outputs(result)
+                    for topic, msg in builder.image_messages(result) + pose_outputs.messages:
+                        write(f"{namespace}/{topic}", TOPIC_TYPES[topic], msg, result.stamp_ns)
+                    if pose_outputs.transforms:
+                        tf = build_tf_message(factory, pose_outputs.transforms)
+                        write("/tf", "tf2_msgs/msg/TFMessage", tf, result.stamp_ns)
+                    summary.frames_published += 1
+
+            progress = tqdm(
+                total=image_connection.msgcount, unit="frame", desc="page4d-bag", disable=not show_progress
+            )
+            last_stamp: int | None = None
+            for connection, _, raw in reader.messages(connections=wanted):
+                msg = reader.deserialize(raw, connection.msgtype)
+                if connection == info_connection:
+                    try:
+                        frame_id = msg.header.frame_id or settings["camera_optical_frame"]
+                        camera_infos.add(frame_id, _stamp_ns(msg.header), _calibration(msg))
+                    except ValueError as error:
+                        summary.rejected[f"bad_camera_info: {error}"] += 1
+                elif connection == odom_connection:
+                    position = msg.pose.pose.position
+                    pipeline.add_odometry(_stamp_ns(msg.header), np.array([position.x, position.y, position.z]))
+                elif connection == depth_connection:
+                    try:
+                        depth = conversions.depth_image_to_metres(
+                            msg.encoding, msg.height, msg.width, msg.step, msg.is_bigendian, msg.data
+                        )
+                        pipeline.add_metric_depth(_stamp_ns(msg.header), depth)
+                    except conversions.ImageConversionError as error:
+                        summary.rejected[f"metric_depth_{error.kind}"] += 1
+                elif connection in tf_connections:
+                    for transform in msg.transforms:
+                        parent, child = transform.header.frame_id, transform.child_frame_id
+                        if builder.needs_robot_odometry(parent, child):
+                            t, q = transform.transform.translation, transform.transform.rotation
+                            T = conversions.translation_quaternion_to_matrix((t.x, t.y, t.z), (q.x, q.y, q.z, q.w))
+                            builder.observe_transform(parent, child, _stamp_ns(transform.header), T)
+                else:
+                    summary.images_read += 1
+                    progress.update(1)
+                    stamp_ns = _stamp_ns(msg.header)
+                    try:
+                        rgb = _decode_image(msg, connection.msgtype)
+                    except conversions.ImageConversionError as error:
+                        summary.rejected[error.kind] += 1
+                        continue
+                    if last_stamp is not None and stamp_ns <= last_stamp:
+                        summary.rejected["backwards_stamp"] += 1
+                        continue
+                    last_stamp = stamp_ns
+                    frame_id = msg.header.frame_id or settings["camera_optical_frame"]
+                    calibration = camera_infos.lookup(frame_id, stamp_ns)
+                    if calibration is not None and (calibration.width, calibration.height) != rgb.shape[1::-1]:
+                        summary.rejected["camera_info_mismatch"] += 1
+                        calibration = None
+                    if calibration is None and settings["require_camera_info"]:
+                        summary.rejected["missing_camera_info"] += 1
+                        continue
+                    publish(pipeline.push(Frame(rgb=rgb, stamp_ns=stamp_ns, frame_id=frame_id, calibration=calibration)))
+            publish(pipeline.flush())
+            progress.close()
+    return summary
+
+
+def _parse_override(text: str) -> tuple[str, Any]:
+    """``name=value`` with the value parsed as YAML (numbers, booleans, lists)."""
+    name, separator, value = text.partition("=")
+    if not separator or not name:
+        raise ValueError(f"parameter override '{text}' must look like name=value")
+    return name.strip(), yaml.safe_load(value)
+
+
+def build_argument_parser() -> argparse.ArgumentParser:
+    """The command-line interface of ``page4d-bag``."""
+    parser = argparse.ArgumentParser(
+        prog="page4d-bag",
+        description="Run PAGE-4D over every image of a rosbag2 or ROS 1 bag and write the node's outputs to MCAP.",
+    )
+    parser.add_argument("input", help="input rosbag2 folder/file or ROS 1 .bag")
+    parser.add_argument("output", help="output rosbag2 folder (MCAP storage; must not exist)")
+    parser.add_argument("--params", help="ROS 2 parameters YAML (e.g. config/page4d.yaml)")
+    parser.add_argument(
+        "-p", "--param", action="append", default=[], metavar="NAME=VALUE", help="override one parameter"
+    )
+    parser.add_argument("--image-topic", help="image topic (default: the bag's only Image/CompressedImage topic)")
+    parser.add_argument("--camera-info-topic", help="CameraInfo topic (default: sibling of the image topic)")
+    parser.add_argument("--odom-topic", help="nav_msgs/Odometry topic for scale_source odometry")
+    parser.add_argument("--metric-depth-topic", help="metric depth Image topic for scale_source depth")
+    parser.add_argument("--namespace", default="/page4d", help="namespace of the output topics (default /page4d)")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``page4d-bag``; returns the process exit status (2 on bad input)."""
+    args = build_argument_parser().parse_args(argv)
+    try:
+        values = load_parameters_file(args.params) if args.params else {}
+        values.update(dict(_parse_override(text) for text in args.param))
+        settings = validate_parameters(values)
+        summary = process_bag(
+            args.input,
+            args.output,
+            settings,
+            image_topic=args.image_topic,
+            camera_info_topic=args.camera_info_topic,
+            odom_topic=args.odom_topic,
+            metric_depth_topic=args.metric_depth_topic,
+            namespace=args.namespace,
+            show_progress=not args.no_progress,
+        )
+    except (ValueError, RuntimeError) as error:
+        print(f"page4d-bag: error: {error}", file=sys.stderr)
+        return 2
+    rejected = ", ".join(f"{kind}: {count}" for kind, count in sorted(summary.rejected.items())) or "none"
+    print(
+        f"page4d-bag: {summary.images_read} images read from {summary.image_topic}, {summary.frames_published} "
+        f"frames written to {args.output} (rejected: {rejected})"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Training and fine-tuning of PAGE-4D models."""
