@@ -19,6 +19,10 @@ def valid_depth_pixels(
     return valid
 
 
+CHUNK = 1 << 22
+"""Pixels per chunk when accumulating sums, so a long video never needs several float64 copies at once."""
+
+
 def align_depth(pred: np.ndarray, gt: np.ndarray, align: str = "scale") -> tuple[float, float]:
     """Scale and shift that map predicted depths onto ground-truth depths (1-D arrays of valid pixels).
 
@@ -35,8 +39,10 @@ def align_depth(pred: np.ndarray, gt: np.ndarray, align: str = "scale") -> tuple
         raise ValueError(f"depth alignment must be one of {DEPTH_ALIGNMENTS}, got {align!r}")
     if align == "none":
         return 1.0, 0.0
-    pred = np.asarray(pred, dtype=np.float64)
-    gt = np.asarray(gt, dtype=np.float64)
+    pred = np.asarray(pred)
+    gt = np.asarray(gt)
+    if pred.shape != gt.shape:
+        raise ValueError(f"prediction and ground truth depth shapes differ: {pred.shape} vs {gt.shape}")
     if pred.size == 0:
         raise ValueError("no valid depth pixels to align")
     if align == "scale":
@@ -44,9 +50,18 @@ def align_depth(pred: np.ndarray, gt: np.ndarray, align: str = "scale") -> tuple
         if not median_pred > 0:
             raise ValueError(f"cannot align by median scale: the median predicted depth is {median_pred}")
         return float(np.median(gt)) / median_pred, 0.0
-    design = np.stack([pred, np.ones_like(pred)], axis=1)
-    (scale, shift), *_ = np.linalg.lstsq(design, gt, rcond=None)
-    return float(scale), float(shift)
+    # Least squares through the normal equations, accumulated in float64 chunk by chunk.
+    sums = np.zeros(5)
+    for begin in range(0, pred.size, CHUNK):
+        p = pred[begin : begin + CHUNK].astype(np.float64)
+        g = gt[begin : begin + CHUNK].astype(np.float64)
+        sums += [p.sum(), g.sum(), (p * p).sum(), (p * g).sum(), p.size]
+    sum_p, sum_g, sum_pp, sum_pg, count = sums
+    determinant = count * sum_pp - sum_p * sum_p
+    if determinant <= 1e-12 * max(count * sum_pp, 1e-300):
+        raise ValueError("cannot fit scale and shift: the predicted depths are (nearly) constant")
+    scale = (count * sum_pg - sum_p * sum_g) / determinant
+    return float(scale), float((sum_g - scale * sum_p) / count)
 
 
 def depth_metrics(
@@ -79,21 +94,37 @@ def depth_metrics(
         valid &= pred > 0
     if not valid.any():
         raise ValueError("no pixel has both a valid ground-truth depth and a valid prediction")
-    p = pred[valid].astype(np.float64)
-    g = gt[valid].astype(np.float64)
-    scale, shift = align_depth(p, g, align)
-    p = np.maximum(scale * p + shift, min_depth)
-    difference = p - g
-    ratio = np.maximum(p / g, g / p)
+    pred_valid = pred[valid]
+    gt_valid = gt[valid]
+    scale, shift = align_depth(pred_valid, gt_valid, align)
+    # Sums of abs_rel, sq_rel, squared error, squared log error and the three delta counts.
+    sums = np.zeros(7)
+    for begin in range(0, pred_valid.size, CHUNK):
+        g = gt_valid[begin : begin + CHUNK].astype(np.float64)
+        p = np.maximum(scale * pred_valid[begin : begin + CHUNK].astype(np.float64) + shift, min_depth)
+        difference = p - g
+        squared = difference * difference
+        ratio = np.maximum(p / g, g / p)
+        sums += [
+            (np.abs(difference) / g).sum(),
+            (squared / g).sum(),
+            squared.sum(),
+            np.square(np.log(p / g)).sum(),
+            np.count_nonzero(ratio < 1.25),
+            np.count_nonzero(ratio < 1.25**2),
+            np.count_nonzero(ratio < 1.25**3),
+        ]
+    count = pred_valid.size
+    means = sums / count
     return {
-        "abs_rel": float(np.mean(np.abs(difference) / g)),
-        "sq_rel": float(np.mean(difference**2 / g)),
-        "rmse": float(np.sqrt(np.mean(difference**2))),
-        "log_rmse": float(np.sqrt(np.mean((np.log(p) - np.log(g)) ** 2))),
-        "delta_1": float(np.mean(ratio < 1.25)),
-        "delta_2": float(np.mean(ratio < 1.25**2)),
-        "delta_3": float(np.mean(ratio < 1.25**3)),
+        "abs_rel": float(means[0]),
+        "sq_rel": float(means[1]),
+        "rmse": float(np.sqrt(means[2])),
+        "log_rmse": float(np.sqrt(means[3])),
+        "delta_1": float(means[4]),
+        "delta_2": float(means[5]),
+        "delta_3": float(means[6]),
         "scale": scale,
         "shift": shift,
-        "num_pixels": int(valid.sum()),
+        "num_pixels": int(count),
     }

@@ -70,8 +70,8 @@ def load_prediction_bag(
 
     Topics under ``namespace``: ``camera_pose`` (PoseWithCovarianceStamped, optical frame in odom),
     ``depth/image`` (32FC1), ``depth/camera_info``, ``dynamic_mask/image`` (mono8, nonzero = dynamic). When
-    there is no ``camera_pose``, poses come from ``/tf`` edges whose child frame is ``camera_frame`` (default:
-    the depth images' frame id). Each message is keyed by its header stamp.
+    there are no ``camera_pose`` messages, poses come from ``/tf`` edges whose child frame is ``camera_frame``
+    (default: the depth images' frame id). Each message is keyed by its header stamp.
     """
     namespace = "/" + namespace.strip("/") if namespace.strip("/") else ""
     topics = {
@@ -90,7 +90,7 @@ def load_prediction_bag(
     prediction = PredictionSet(source=str(path))
     tf_edges: list[tuple[str, int, np.ndarray]] = []
     depth_frame = None
-    read_topics = [*wanted, "/tf"] if topics["pose"] not in available else wanted
+    read_topics = [*wanted, "/tf"] if "/tf" in available else wanted
     for topic, _, _, message in bagio.iter_bag_messages(path, read_topics):
         if topic == "/tf":
             for transform in message.transforms:

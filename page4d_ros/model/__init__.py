@@ -18,7 +18,7 @@ from page4d_ros.model.checkpoint import (
     resolve_checkpoint_path,
     save_checkpoint,
 )
-from page4d_ros.model.config import PRESETS, resolve_config
+from page4d_ros.model.config import PRESETS, mask_schedule, resolve_config
 from page4d_ros.model.pose_encoding import (
     extri_intri_to_pose_encoding,
     matrix_to_quaternion,
@@ -35,6 +35,7 @@ __all__ = [
     "build_model",
     "extri_intri_to_pose_encoding",
     "load_checkpoint",
+    "mask_schedule",
     "matrix_to_quaternion",
     "pose_encoding_to_extri_intri",
     "quaternion_to_matrix",

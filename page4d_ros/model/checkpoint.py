@@ -111,13 +111,13 @@ _REPO_ID = re.compile(r"^(?:hf://)?([A-Za-z0-9][\w.-]*)/([\w.-]+)(?:/(.+))?$")
 
 
 def _download_hint(repo: str, filename: str | None) -> str:
+    command = f"huggingface-cli download {repo} {filename or 'model.pt'}"
     repo_type = _KNOWN_REPO_TYPES.get(repo)
-    type_flag = f" --repo-type {repo_type}" if repo_type else ""
-    return (
-        f"download it first (this loader works offline), e.g. `huggingface-cli download {repo} "
-        f"{filename or 'model.pt'}{type_flag}` (add `--repo-type dataset` for dataset repos such as "
-        "zhouk777/PAGE4D), or pass the path of a downloaded file"
-    )
+    if repo_type:
+        example = f"`{command} --repo-type {repo_type}`"
+    else:
+        example = f"`{command}` (with `--repo-type dataset` for a dataset repo)"
+    return f"download it first (this loader works offline), e.g. {example}, or pass a downloaded file's path"
 
 
 def _snapshot_dirs(repo_dir: Path) -> list[Path]:
@@ -213,8 +213,9 @@ def _read_pickle(path: Path) -> Any:
             return torch.load(path, map_location="cpu", weights_only=True, mmap=use_mmap)
         except pickle.UnpicklingError as error:
             raise CheckpointError(
-                f"{path} holds objects that are not plain tensors/containers; refusing to unpickle it "
-                f"(weights_only=True). Re-save the state_dict alone. Details: {error}"
+                f"cannot read {path} safely: it is not a valid checkpoint, or it holds objects other than "
+                "tensors and plain containers, which are never unpickled (torch.load weights_only=True); "
+                f"re-save the state_dict alone. Details: {error}"
             ) from error
         except (RuntimeError, OSError, EOFError, ValueError) as error:
             # Legacy (non-zip) files cannot be memory-mapped; retry once without mmap.

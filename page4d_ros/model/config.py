@@ -35,10 +35,13 @@ Presets (see :data:`PRESETS`):
 - ``"page4d-nomask"``: PAGE-4D ``checkpoint_nomask.pt``; VGGT-1B plus the mask head, mask strength 0 (the head
   still runs and yields ``dynamics_map``, attention is plain VGGT).
 - ``"page4d-mask"``: PAGE-4D ``checkpoint_mask.pt``; same modules, mask strength 64 in global blocks 10-19.
-- ``"page4d-small"``: a ~5 M-parameter PAGE-4D network for 224 px input, meant to be trained from scratch on
-  CPU-scale budgets: width 128, 8 block pairs of 4 heads (head_dim 32), a 4-block DINOv2 encoder, a 2-block
-  camera trunk, DPT width 64; derived indices: mask after frame block 2, masked global blocks 3-6, DPT layers
-  [1, 3, 5, 7]; mask strength 64.
+- ``"page4d-small"``: a 6.9 M-parameter PAGE-4D network for 224 px input (any multiple of 14 works),
+  meant to be trained from scratch on small budgets: width 128, 8 block pairs of 4 heads (head_dim 32), a
+  4-block DINOv2 encoder (16x16 position table), a 2-block camera trunk of 4 heads, DPT fusion width 32
+  (the full-resolution DPT convolutions dominate the FLOPs of a model this small), mask head hidden width 64;
+  derived indices: mask after frame block 2, masked global blocks 3-6, DPT layers [1, 3, 5, 7]; mask
+  strength 64 (set ``mask_alpha`` to 0, or schedule ``model.mask_alpha`` while training, for the nomask
+  recipe).
 """
 
 from __future__ import annotations
@@ -106,7 +109,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "init_values": 0.01,
         "dino_depth": 4,
         "dino_num_heads": 4,
-        "dpt_features": 64,
+        "dpt_features": 32,
         "dpt_out_channels": [32, 64, 128, 128],
         "camera_head_kwargs": {"trunk_depth": 2, "num_heads": 4},
         "mask_head": True,
@@ -151,6 +154,23 @@ _OPTIONAL_DEFAULTS: dict[str, Any] = {
 _ACTIVATIONS = {"linear", "relu", "exp", "inv_log"}
 
 
+_UPSTREAM_SCHEDULE_FIELDS = ("mask_hold_start", "mask_hold_end")
+
+
+def mask_schedule(step: float, hold_start: float, hold_end: float) -> float:
+    """PAGE-4D's mask on/off factor in [0, 1] at a training step (multiply by 64 for ``mask_alpha``).
+
+    1 before ``hold_start``, 0 from ``hold_end`` on, a half-cosine decay in between. The released code
+    evaluates it at step 0 in eval mode, so ``VGGT(mask_hold_start=h, mask_hold_end=e)`` means alpha 64 unless
+    ``h <= 0`` and ``e <= 0``; configs giving these upstream arguments instead of ``mask_alpha`` map so.
+    """
+    if step < hold_start:
+        return 1.0
+    if step >= hold_end:
+        return 0.0
+    return 0.5 * (1.0 + math.cos(math.pi * (step - hold_start) / (hold_end - hold_start)))
+
+
 def _round_half_up(value: float) -> int:
     return math.floor(value + 0.5)
 
@@ -184,7 +204,9 @@ def _require_int(config: Mapping[str, Any], key: str, minimum: int) -> int:
     return value
 
 
-def _require_number(config: Mapping[str, Any], key: str, minimum: float, allow_equal: bool = True) -> float:
+def _require_number(
+    config: Mapping[str, Any], key: str, minimum: float = -math.inf, allow_equal: bool = True
+) -> float:
     value = config[key]
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise ValueError(f"model config '{key}' must be a finite number, got {value!r}")
@@ -249,10 +271,17 @@ def resolve_config(config: str | Mapping[str, Any]) -> dict[str, Any]:
             merged = copy.deepcopy(PRESETS[base_name])
         else:
             merged = copy.deepcopy(_OPTIONAL_DEFAULTS)
-        unknown = sorted(set(config) - _FIELDS - _IGNORED_FIELDS)
+        unknown = sorted(set(config) - _FIELDS - _IGNORED_FIELDS - set(_UPSTREAM_SCHEDULE_FIELDS))
         if unknown:
             warnings.warn(f"ignoring unknown model config keys {unknown}", stacklevel=2)
         merged.update({key: copy.deepcopy(value) for key, value in config.items() if key in _FIELDS})
+        if "mask_alpha" not in config and any(key in config for key in _UPSTREAM_SCHEDULE_FIELDS):
+            hold_start = _require_number(
+                {"mask_hold_start": config.get("mask_hold_start", 0)}, "mask_hold_start"
+            )
+            hold_end = _require_number({"mask_hold_end": config.get("mask_hold_end", 0)}, "mask_hold_end")
+            merged["mask_head"] = True
+            merged["mask_alpha"] = PAGE4D_MASK_STRENGTH * mask_schedule(0, hold_start, hold_end)
     else:
         raise ValueError(f"model config must be a preset name or a dict, got {type(config).__name__}")
 

@@ -80,7 +80,12 @@ class VGGT(nn.Module):
             )
         if images.shape[0] == 0 or images.shape[1] == 0:
             raise ValueError(f"images must hold at least one frame, got shape {tuple(images.shape)}")
-        parameter_dtype = self.aggregator.camera_token.dtype
+        parameter = self.aggregator.camera_token
+        if images.device != parameter.device:
+            raise ValueError(
+                f"images are on {images.device} but the model is on {parameter.device}; move one of them"
+            )
+        parameter_dtype = parameter.dtype
         if images.dtype != parameter_dtype:
             images = images.to(parameter_dtype)
         return images

@@ -31,8 +31,7 @@ CENTRE_WEIGHT_FRACTION = 0.1
 
 @dataclass
 class FrameGeometry:
-    """One frame of a window in some frame of reference: pose, depth (NaN invalid), K, confidence, dynamic
-    flag."""
+    """One window frame in some reference frame: pose, depth (NaN invalid), K, confidence, dynamic flag."""
 
     stamp_ns: int
     T_world_cam: np.ndarray
@@ -81,8 +80,7 @@ def align_overlap(
     min_baseline: float,
     max_points: int,
 ) -> Alignment:
-    """Sim(3) mapping the ``current`` window's frame onto the global frame of ``previous`` (same stamps, in
-    order)."""
+    """Sim(3) from the ``current`` window's frame to the global frame of ``previous`` (same stamps, order)."""
     if not previous or len(previous) != len(current):
         raise ValueError("align_overlap needs the same non-empty list of overlap frames from both windows")
     per_frame = max(MIN_POINT_CORRESPONDENCES, max_points // len(previous))
@@ -123,9 +121,9 @@ def align_overlap(
             transform, residual = robust_sim3(source, target, weight, depth, huber_delta)
             return Alignment(transform, "points", residual, len(previous))
     rotation = _rotation_between(previous, current)
-    median_depth = np.nanmedian(np.concatenate([p.depth.reshape(-1) for p in previous]))
-    if not np.isfinite(median_depth):
-        median_depth = 1.0
+    all_depths = np.concatenate([p.depth.reshape(-1) for p in previous])
+    finite_depths = all_depths[np.isfinite(all_depths) & (all_depths > 0)]
+    median_depth = float(np.median(finite_depths)) if finite_depths.size else 1.0
     prev_mean, cur_mean = prev_centres.mean(axis=0), cur_centres.mean(axis=0)
     prev_spread = prev_centres - prev_mean
     cur_spread = (cur_centres - cur_mean) @ rotation.T
@@ -146,8 +144,7 @@ def align_overlap(
 
 
 def align_adjacent(last: FrameGeometry, first: FrameGeometry, last_scale: float) -> Alignment:
-    """``no_overlap`` fallback: place ``first`` (window frame) at ``last``'s global pose, scale by median
-    depths."""
+    """``no_overlap`` fallback: put ``first`` at ``last``'s global pose, scale from the median depths."""
     last_depth = last.depth[np.isfinite(last.depth) & (last.depth > 0)]
     first_depth = first.depth[np.isfinite(first.depth) & (first.depth > 0)]
     scale = last_scale

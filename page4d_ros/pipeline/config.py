@@ -12,8 +12,7 @@ SCALE_SOURCES = ("none", "fixed", "odometry", "depth", "camera_height")
 MASK_FUSIONS = ("max", "mean")
 PATCH_SIZE = 14
 
-# Fields the node may change while running (``StreamingPipeline.update_config``); the rest need a new
-# pipeline.
+# Fields the node may change while running (``StreamingPipeline.update_config``); others need a new pipeline.
 RUNTIME_TUNABLES = frozenset(
     {
         "window_stride",
@@ -27,6 +26,7 @@ RUNTIME_TUNABLES = frozenset(
         "mask_threshold",
         "mask_dilate_px",
         "mask_geometric",
+        "mask_check_stride",
         "mask_rel_tolerance",
         "mask_min_votes",
         "mask_vote_fraction",
@@ -45,9 +45,41 @@ RUNTIME_TUNABLES = frozenset(
 class PipelineConfig:
     """Tunables of :class:`~page4d_ros.pipeline.runner.StreamingPipeline` (names follow the node parameters).
 
-    Windowing: a window of ``window_size`` frames runs whenever ``window_stride`` new accepted frames exist
-    (overlap = size - stride). Depth-range limits are in output units (metres once the scale is metric).
-    ``min_chain_baseline`` is relative to the median overlap depth; ``scale_min_baseline_m`` is in metres.
+    Attributes:
+        window_size: frames per network call (at most ``max_window_size``, a GPU-memory guard).
+        window_stride: new frames per window; the overlap with the previous window is size - stride.
+        max_window_size: upper bound accepted for ``window_size``.
+        model_long_side: network input size in pixels (multiple of 14), see ``preprocess``.
+        resize_mode: ``"crop"`` or ``"pad"`` (VGGT's two modes).
+        keyframe_min_interval_s: drop frames closer than this to the last accepted one (0 = off).
+        keyframe_min_motion_px: drop frames whose global image shift from the last accepted one is smaller.
+        buffer_max_frames: bound of the input queue (drop-oldest).
+        max_gap_s: a longer gap between stamps starts a new segment.
+        conf_threshold: depth pixels with a lower confidence become NaN.
+        conf_percentile: also drop the lowest this-many percent of each frame's confidences (0 = off).
+        min_depth_m: nearer depth becomes NaN (output units: metres once the scale is metric).
+        max_depth_m: farther depth becomes NaN (output units).
+        mask_threshold: network dynamics probability (0.5 + score) at which a pixel is dynamic.
+        mask_dilate_px: dilation radius of the published dynamic mask.
+        mask_geometric: run the multi-view geometric check (``masks``).
+        mask_check_stride: run that check on every n-th pixel (n^2 cheaper), each decision covering n x n.
+        mask_rel_tolerance: relative depth margin of the free-space test.
+        mask_min_votes: frames that must see through a point for it to be dynamic.
+        mask_vote_fraction: ... and the fraction of the frames where the test was possible.
+        mask_fusion: ``"max"`` (either source) or ``"mean"`` (see ``masks.MASK_FUSIONS_DOC``).
+        points_stride: keep every n-th pixel (both directions) in the point cloud.
+        scale_source: ``none``, ``fixed``, ``odometry``, ``depth`` or ``camera_height`` (see ``scale``).
+        scale_factor: output units per model unit of the first window for ``fixed``.
+        camera_height_m: camera height above the ground for ``camera_height``.
+        scale_ema_alpha: smoothing of the metric scale (1 = take each measurement as is).
+        scale_min_baseline_m: odometry spread needed before the odometry scale counts as observed.
+        min_chain_baseline: camera-centre spread, relative to the median depth, needed to take the scale from
+            the centres when too few overlap pixels have depth (else the last scale is kept).
+        chain_huber_delta: Huber threshold of the chaining fit, relative to depth.
+        chain_max_points: pixel correspondences sampled per chaining fit.
+        odometry_max_dt_s: farthest odometry sample used for a frame stamp.
+        metric_depth_max_dt_s: farthest metric depth image used for a frame stamp.
+        history_max_poses: published poses kept in ``StreamingPipeline.history`` (e.g. for a Path).
     """
 
     window_size: int = 8
@@ -66,6 +98,7 @@ class PipelineConfig:
     mask_threshold: float = 0.5
     mask_dilate_px: int = 3
     mask_geometric: bool = True
+    mask_check_stride: int = 1
     mask_rel_tolerance: float = 0.05
     mask_min_votes: int = 1
     mask_vote_fraction: float = 0.25
@@ -120,6 +153,7 @@ class PipelineConfig:
         problems: list[str] = []
 
         def integer(name: str, low: int, high: float = math.inf) -> None:
+            """Check an integer field against [low, high]."""
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int):
                 problems.append(f"{name} must be an integer, got {value!r}")
@@ -127,6 +161,7 @@ class PipelineConfig:
                 problems.append(f"{name} must be in [{low}, {high}], got {value}")
 
         def real(name: str, low: float, high: float = math.inf, low_open: bool = False) -> None:
+            """Check a finite number field against its range."""
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
                 problems.append(f"{name} must be a finite number, got {value!r}")
@@ -135,6 +170,7 @@ class PipelineConfig:
                 problems.append(f"{name} must be in {bracket}{low}, {high}], got {value}")
 
         def choice(name: str, options: tuple[str, ...]) -> None:
+            """Check a field against its allowed values."""
             if getattr(self, name) not in options:
                 problems.append(f"{name} must be one of {list(options)}, got {getattr(self, name)!r}")
 
@@ -174,6 +210,7 @@ class PipelineConfig:
         integer("mask_dilate_px", 0, 64)
         if not isinstance(self.mask_geometric, bool):
             problems.append(f"mask_geometric must be true or false, got {self.mask_geometric!r}")
+        integer("mask_check_stride", 1, 16)
         real("mask_rel_tolerance", 0.0, 1.0, low_open=True)
         integer("mask_min_votes", 1)
         real("mask_vote_fraction", 0.0, 1.0)

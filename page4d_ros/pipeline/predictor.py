@@ -10,6 +10,10 @@ import torch
 from page4d_ros.pipeline.types import WindowPrediction
 
 DYNAMICS_SIGNS = ("auto", "positive", "negative")
+# The camera head's FoV goes through a ReLU, so an untrained or diverging network can output 0 (infinite focal
+# length). Clamping to a degenerate-but-finite range keeps the intrinsics and everything after them finite.
+MIN_FOV_RAD = 1e-2
+MAX_FOV_RAD = np.pi - 1e-2
 
 
 def _has_mask_head(model: torch.nn.Module) -> bool:
@@ -31,10 +35,9 @@ class ModelPredictor:
     """Wraps the network as a :class:`~page4d_ros.pipeline.types.Predictor`.
 
     Runs under ``torch.inference_mode`` with autocast to ``dtype`` on CUDA (fp32 on CPU). The dynamics map's
-    sign
-    is learned, so it is normalised: ``"positive"``/``"negative"`` say which raw sign means dynamic;
-    ``"auto"``
-    assumes dynamic pixels are the minority of a window and flips the map when its median is positive.
+    sign is learned, so it is normalised: ``"positive"``/``"negative"`` say which raw sign means dynamic;
+    ``"auto"`` assumes dynamic pixels are the minority of a window and flips the map when its median is
+    positive.
     """
 
     def __init__(
@@ -68,7 +71,8 @@ class ModelPredictor:
         height, width = images.shape[-2:]
         batch = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))[None].to(self.device)
         outputs = self._run(batch)
-        pose_enc = outputs["pose_enc"].float()
+        pose_enc = outputs["pose_enc"].float().clone()
+        pose_enc[..., 7:9] = pose_enc[..., 7:9].clamp(MIN_FOV_RAD, MAX_FOV_RAD)
         extrinsics, intrinsics = pose_encoding_to_extri_intri(pose_enc, (height, width))
         depth = outputs["depth"].float()[0, ..., 0]
         confidence = outputs["depth_conf"].float()[0]

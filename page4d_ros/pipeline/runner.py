@@ -139,7 +139,11 @@ class StreamingPipeline:
 
     def flush(self) -> list[FrameResult]:
         """Process the queue and publish every buffered frame with a final (shorter-stride) window."""
-        results = self.process_pending()
+        return self.process_pending() + self._flush_buffered()
+
+    def _flush_buffered(self) -> list[FrameResult]:
+        """Publish the accepted but unpublished frames with one last window (the queue is left alone)."""
+        results: list[FrameResult] = []
         if self._pending:
             overlap = min(len(self._context), max(0, self.config.window_size - len(self._pending)))
             window = self._context[len(self._context) - overlap :] + self._pending
@@ -150,8 +154,7 @@ class StreamingPipeline:
         return results
 
     def reset(self, reason: str) -> None:
-        """Start a new segment re-anchored at the last published pose; buffered frames are dropped
-        (counted)."""
+        """Start a new segment at the last published pose; buffered frames are dropped (counted)."""
         self.stats.frames_dropped += len(self._pending)
         self._reset(reason)
 
@@ -218,7 +221,7 @@ class StreamingPipeline:
             ):
                 reason = f"image size changed to {frame.rgb.shape[1]}x{frame.rgb.shape[0]}"
             if reason is not None:
-                results.extend(self.flush())
+                results.extend(self._flush_buffered())
                 self._reset(reason)
         self._last_stamp = frame.stamp_ns
         if not self._gate.accept(
@@ -255,8 +258,7 @@ class StreamingPipeline:
         return results
 
     def _valid_depth(self, depth: np.ndarray, confidence: np.ndarray) -> np.ndarray:
-        """Pixels with positive finite depth and confidence above the absolute and per-frame percentile
-        limits."""
+        """Pixels with positive depth and confidence above the absolute and per-frame percentile limits."""
         valid = np.isfinite(depth) & (depth > 0) & np.isfinite(confidence)
         valid &= confidence >= self.config.conf_threshold
         if self.config.conf_percentile > 0:
@@ -277,8 +279,16 @@ class StreamingPipeline:
         cfg = self.config
         geometric = None
         if cfg.mask_geometric and depth.shape[0] >= 2:
-            votes, tested = geometric_votes(depth, K, extrinsics, cfg.mask_rel_tolerance)
-            geometric = geometric_mask(votes, tested, cfg.mask_min_votes, cfg.mask_vote_fraction)
+            stride = cfg.mask_check_stride
+            # Pixel (u, v) of the subsampled grid is pixel (n u, n v) of the full one: K scales by 1/n.
+            K_check = K.copy()
+            K_check[:, :2] /= stride
+            votes, tested = geometric_votes(
+                depth[:, ::stride, ::stride], K_check, extrinsics, cfg.mask_rel_tolerance
+            )
+            coarse = geometric_mask(votes, tested, cfg.mask_min_votes, cfg.mask_vote_fraction)
+            full = np.repeat(np.repeat(coarse, stride, axis=1), stride, axis=2)
+            geometric = full[:, : depth.shape[1], : depth.shape[2]]
         network = None
         if prediction.dynamics is not None:
             full = network_probability(prediction.dynamics, plan.network_height, plan.network_width)
@@ -333,7 +343,11 @@ class StreamingPipeline:
             camera_down_axes=poses[:, :3, 1].copy(),
             static_points_world=static_points,
             depth_output_units=[d for d in depth],
-            output_pixel_source_coords=plan.output_pixels_in_source(),
+            output_pixel_source_coords=(
+                plan.output_pixels_in_source()
+                if self.config.scale_source == "depth"
+                else (np.zeros(0), np.zeros(0))
+            ),
             source_size=(plan.source_width, plan.source_height),
         )
 
@@ -344,9 +358,14 @@ class StreamingPipeline:
         stamps = np.array([f.stamp_ns for f in window], dtype=np.int64)
         images = images_to_tensor_layout([f.network_rgb for f in window])
         inference_start = time.perf_counter()
-        prediction = self.predictor.predict(images, stamps)
-        inference_ms = 1e3 * (time.perf_counter() - inference_start)
-        prediction.validate(num_frames, plan.network_height, plan.network_width)
+        try:
+            prediction = self.predictor.predict(images, stamps)
+            inference_ms = 1e3 * (time.perf_counter() - inference_start)
+            prediction.validate(num_frames, plan.network_height, plan.network_width)
+        except Exception:
+            # The window's new frames cannot be published any more: count them, then let the caller decide.
+            self.stats.frames_dropped += new_count
+            raise
 
         depth_local = plan.crop_to_output(prediction.depth).astype(np.float32)
         confidence = plan.crop_to_output(prediction.depth_conf).astype(np.float32)

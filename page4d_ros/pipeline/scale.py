@@ -48,7 +48,7 @@ class WindowScaleInputs:
     camera_down_axes: np.ndarray
     static_points_world: np.ndarray
     depth_output_units: list[np.ndarray]
-    output_pixel_source_coords: tuple[np.ndarray, np.ndarray]
+    output_pixel_source_coords: tuple[np.ndarray, np.ndarray]  # filled for the depth source only
     source_size: tuple[int, int]
 
 
@@ -74,8 +74,7 @@ class ScaleEstimator:
         return self.config.scale_source == "fixed" or self._observed
 
     def reset_history(self) -> None:
-        """Forget the position pairs of the previous segment (keep the metric inputs and the observed
-        flag)."""
+        """Forget the previous segment's position pairs (keep the metric inputs and the observed flag)."""
         self._pairs.clear()
 
     def add_odometry(self, stamp_ns: int, position_xyz: np.ndarray) -> None:

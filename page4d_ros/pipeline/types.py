@@ -58,8 +58,7 @@ class Frame:
     calibration: CameraCalibration | None = None
 
     def validate(self) -> None:
-        """Raise ``ValueError`` when the frame cannot be processed (wrong dtype/shape, bad
-        stamp/calibration)."""
+        """Raise ``ValueError`` when the frame cannot be processed (dtype, shape, stamp, calibration)."""
         rgb = self.rgb
         if not isinstance(rgb, np.ndarray) or rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
             shape = getattr(rgb, "shape", None)
@@ -99,8 +98,7 @@ class WindowPrediction:
     dynamics: np.ndarray | None = None
 
     def validate(self, num_frames: int, height: int, width: int) -> None:
-        """Raise ``ValueError`` unless the arrays have the shapes of an S-frame window at ``height`` x
-        ``width``."""
+        """Raise ``ValueError`` unless the arrays fit an S-frame window at ``height`` x ``width``."""
         expected = {
             "extrinsics": (num_frames, 3, 4),
             "intrinsics": (num_frames, 3, 3),
@@ -136,6 +134,21 @@ class FrameResult:
 
     Poses are world-from-camera (optical) in the pipeline's global frame, in output units (metres when
     ``scale_state`` is metric). Images are at the output resolution ``width`` x ``height`` described by ``K``.
+
+    Attributes:
+        index: running number of the accepted frame; ``window_index``: the window that published it;
+            ``segment_index``: increments at every reset.
+        T_world_cam: 4x4 float64 global pose; ``K``: 3x3 intrinsics of the published images.
+        depth: float32 z-depth, NaN invalid; ``confidence``: the predictor's raw confidence (float32).
+        rgb: uint8 image at depth resolution; ``dynamic_mask``: uint8, 255 dynamic, 0 static.
+        points: [N,3] float32 optical-frame points (``points_stride``), ``colors`` [N,3] uint8,
+            ``point_is_dynamic`` [N] bool.
+        scale: output units per model unit of this frame's window; ``scale_state``: see ``scale`` module.
+        intrinsics_source: ``"calibration"`` or ``"predicted"``; ``K_predicted``: the predictor's K at output
+            resolution; ``intrinsics_disagreement``: ``fx_rel``, ``fy_rel`` (predicted / calibrated - 1),
+            ``cx_px``, ``cy_px`` (predicted - calibrated), empty without calibration.
+        alignment: how the window was chained (``chaining`` module); ``alignment_residual``: median relative
+            residual of that fit (NaN when not measurable).
     """
 
     stamp_ns: int

@@ -94,8 +94,7 @@ def image_shift_px(previous: np.ndarray, current: np.ndarray, pixels_per_cell: f
 
 
 class KeyframeGate:
-    """Accepts a frame only after ``min_interval_s`` and ``min_motion_px`` of global image motion since the
-    last."""
+    """Accepts a frame only after ``min_interval_s`` and ``min_motion_px`` of image motion since the last."""
 
     def __init__(self) -> None:
         self._last_stamp: int | None = None

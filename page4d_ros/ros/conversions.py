@@ -1,8 +1,9 @@
 """Numpy-level conversions between ROS message payloads and arrays (no rclpy import).
 
-Everything here works on plain values (encoding strings, sizes, byte buffers, numpy arrays) so that the live node
-(rclpy messages) and the offline bag tool (rosbags messages) share one implementation. Functions that decode
-inputs validate them and raise :class:`ImageConversionError` with a message that says what is wrong.
+Everything here works on plain values (encoding strings, sizes, byte buffers, numpy arrays) so that the
+live node (rclpy messages) and the offline bag tool (rosbags messages) share one implementation. Functions
+that decode inputs validate them and raise :class:`ImageConversionError` with a message that says what is
+wrong.
 """
 
 from __future__ import annotations
@@ -69,8 +70,8 @@ def image_to_rgb(
     """Decode a ``sensor_msgs/Image`` payload to a contiguous uint8 RGB array ``[height, width, 3]``.
 
     Accepts the encodings in :data:`COLOR_ENCODINGS`; 16-bit mono is scaled to 8 bit over its full range
-    (value / 257, rounded), so the result does not depend on the image content. Row padding (``step`` larger than the
-    pixel row) is honoured.
+    (value / 257, rounded), so the result does not depend on the image content. Row padding (``step``
+    larger than the pixel row) is honoured.
     """
     if encoding not in _CHANNELS_AND_BYTES:
         raise ImageConversionError(
@@ -118,7 +119,8 @@ def compressed_to_rgb(image_format: str, data: object) -> np.ndarray:
         with PilImage.open(io.BytesIO(payload)) as image:
             if image.format not in ("JPEG", "PNG"):
                 raise ImageConversionError(
-                    f"compressed image format '{image.format}' (declared '{image_format}') is not JPEG or PNG",
+                    f"compressed image format '{image.format}' (declared '{image_format}') "
+                    "is neither JPEG nor PNG",
                     "encoding",
                 )
             return np.asarray(image.convert("RGB"), dtype=np.uint8)
@@ -200,9 +202,10 @@ def camera_info_arrays(K: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarra
 
 
 def scale_intrinsics(K: np.ndarray, source_size: tuple[int, int], target_size: tuple[int, int]) -> np.ndarray:
-    """Scale a 3x3 ``K`` from ``(width, height)`` to another image size (pixel centres at integer coordinates).
+    """Scale a 3x3 ``K`` from ``(width, height)`` to another size (pixel centres at integer coordinates).
 
-    A pixel centre ``u`` maps to ``(u + 0.5) * sx - 0.5``, hence ``cx' = (cx + 0.5) sx - 0.5`` and ``fx' = fx sx``.
+    A pixel centre ``u`` maps to ``(u + 0.5) * sx - 0.5``, hence ``cx' = (cx + 0.5) sx - 0.5`` and
+    ``fx' = fx sx``.
     """
     (source_width, source_height), (target_width, target_height) = source_size, target_size
     if min(source_width, source_height, target_width, target_height) <= 0:
@@ -264,7 +267,7 @@ def translation_quaternion_to_matrix(
 
 
 def xyz_rpy_to_matrix(xyz: Sequence[float], rpy: Sequence[float]) -> np.ndarray:
-    """4x4 transform from a translation and roll/pitch/yaw in radians (URDF / static_transform_publisher order)."""
+    """4x4 transform from a translation and roll/pitch/yaw in radians (URDF / static_transform_publisher)."""
     if len(xyz) != 3 or len(rpy) != 3:
         raise ValueError(
             f"expected 3 translation and 3 roll/pitch/yaw values, got {list(xyz)} and {list(rpy)}"

@@ -94,7 +94,7 @@ class PercentileWindow:
 
 
 class ProblemLog:
-    """Counts problems by kind (bad encoding, zero size, backwards stamp, ...) and keeps the newest message."""
+    """Counts problems by kind (bad encoding, zero size, backwards stamp, ...); keeps the newest message."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -118,6 +118,11 @@ class ProblemLog:
             }
             self._reported = dict(self.counts)
             return fresh
+
+    def snapshot(self) -> dict[str, int]:
+        """A copy of the per-kind counts (safe while other threads report)."""
+        with self._lock:
+            return dict(self.counts)
 
     def total(self) -> int:
         """Problems recorded so far."""

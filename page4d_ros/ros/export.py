@@ -1,4 +1,4 @@
-"""What ``~/save`` writes: an accumulated coloured point map (binary PLY) and a TUM trajectory (no rclpy import)."""
+"""What ``~/save`` writes: an accumulated coloured point map (binary PLY) and a TUM trajectory (no rclpy)."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ class MapAccumulator:
             return self._count
 
     def add(self, T_world_cam: np.ndarray, points_cam: np.ndarray, colors: np.ndarray) -> None:
-        """Transform optical-frame ``points_cam`` [N,3] by ``T_world_cam`` and keep them with their colours."""
+        """Transform optical-frame ``points_cam`` [N,3] by ``T_world_cam``; keep them with their colours."""
         if points_cam.shape[0] == 0:
             return
         world = points_cam.astype(np.float64) @ T_world_cam[:3, :3].T + T_world_cam[:3, 3]
@@ -85,7 +85,7 @@ def write_ply(path: str | Path, points: np.ndarray, colors: np.ndarray) -> None:
 
 
 def write_tum(path: str | Path, poses: Sequence[tuple[int, np.ndarray]]) -> None:
-    """Write ``timestamp tx ty tz qx qy qz qw`` lines (seconds, metres or model units) for ``(stamp_ns, T)``."""
+    """Write ``timestamp tx ty tz qx qy qz qw`` lines (seconds; metres or model units) per pose."""
     lines = []
     for stamp_ns, T in poses:
         translation, quaternion = matrix_to_translation_quaternion(T)

@@ -2,9 +2,11 @@
 
 Pose chain (ros_interface.md 5.2): the pipeline returns ``T_world_cam`` (optical camera in its own world). The
 odometry frame is anchored so that the base frame starts at the odom origin:
-``T_odom_world = T_base_optical @ inv(T_world_cam(first))``, then ``T_odom_cam = T_odom_world @ T_world_cam`` and
+``T_odom_world = T_base_optical @ inv(T_world_cam(first))``, then
+``T_odom_cam = T_odom_world @ T_world_cam`` and
 ``T_odom_base = T_odom_cam @ inv(T_base_optical)``. The pipeline keeps its world continuous across its own
-resets, so odom stays continuous (REP-105). In ``tf_mode`` map the same estimate is expressed in ``map`` and ``map -> odom`` is published
+resets, so odom stays continuous (REP-105). In ``tf_mode`` map the same estimate is expressed in ``map``
+and ``map -> odom`` is published
 over the robot's own ``odom -> base``.
 """
 
@@ -96,9 +98,10 @@ class TfConflict:
     def describe(self) -> str:
         """Human-readable description for logs and diagnostics."""
         return (
-            f"another node publishes '{self.their_parent}' -> '{self.child_frame}' (stamp {self.stamp_ns} ns) but "
-            f"this node owns '{self.our_parent}' -> '{self.child_frame}'; stopped broadcasting it (REP-105: one "
-            "parent per frame). Use tf_mode map/none or remove the other publisher."
+            f"another node publishes '{self.their_parent}' -> '{self.child_frame}' "
+            f"(stamp {self.stamp_ns} ns) but this node owns '{self.our_parent}' -> '{self.child_frame}'; "
+            "stopped broadcasting it (REP-105: one parent per frame). Use tf_mode map/none or remove the "
+            "other publisher."
         )
 
 
@@ -145,7 +148,7 @@ class TfConflictDetector:
 
 
 class TransformHistory:
-    """Recent transforms of one external edge (e.g. the robot's ``odom -> base_link``) for lookups by stamp."""
+    """Recent transforms of one external edge (e.g. the robot's ``odom -> base_link``), looked up by stamp."""
 
     def __init__(self, max_entries: int = 2000) -> None:
         self._stamps: deque[int] = deque(maxlen=max_entries)

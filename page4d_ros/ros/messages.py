@@ -38,7 +38,7 @@ class MessageFactory:
 
 
 class RclpyMessageFactory(MessageFactory):
-    """Builds rclpy (rosidl Python) messages; byte payloads use ``array.array('B')``, the fast assignment path."""
+    """Builds rclpy (rosidl Python) messages; byte payloads use ``array.array('B')`` (fast assignment)."""
 
     def __init__(self) -> None:
         self._classes: dict[str, type] = {}
@@ -113,7 +113,7 @@ def build_image(factory: MessageFactory, header: Any, image: np.ndarray, encodin
 
 
 def build_camera_info(factory: MessageFactory, header: Any, K: np.ndarray, width: int, height: int) -> Any:
-    """``sensor_msgs/CameraInfo`` of a rectified pinhole image of ``width`` x ``height`` with intrinsics ``K``."""
+    """``sensor_msgs/CameraInfo`` of a rectified ``width`` x ``height`` pinhole image, intrinsics ``K``."""
     d, k, r, p = conversions.camera_info_arrays(K)
     roi = factory.make(
         "sensor_msgs/msg/RegionOfInterest", x_offset=0, y_offset=0, height=0, width=0, do_rectify=False
@@ -135,7 +135,7 @@ def build_camera_info(factory: MessageFactory, header: Any, K: np.ndarray, width
 
 
 def build_point_cloud(factory: MessageFactory, header: Any, points: np.ndarray, colors: np.ndarray) -> Any:
-    """Unorganised ``sensor_msgs/PointCloud2`` (x, y, z, rgb FLOAT32; ``is_dense`` since points are finite)."""
+    """Unorganised ``sensor_msgs/PointCloud2`` (x, y, z, rgb FLOAT32; ``is_dense`` when all finite)."""
     payload = conversions.point_cloud_payload(points, colors)
     fields = [
         factory.make(
@@ -229,7 +229,7 @@ def build_odometry(
     T: np.ndarray,
     covariance: np.ndarray,
 ) -> Any:
-    """``nav_msgs/Odometry`` with a pose and covariance; twist is left zero with an 'unknown' covariance (-1)."""
+    """``nav_msgs/Odometry`` with pose and covariance; twist zero with an 'unknown' covariance (-1)."""
     pose = factory.make(
         "geometry_msgs/msg/PoseWithCovariance",
         pose=build_pose(factory, T),
@@ -252,16 +252,17 @@ def build_odometry(
     )
 
 
-def build_path(
-    factory: MessageFactory, stamp_ns: int, frame_id: str, poses: Sequence[tuple[int, np.ndarray]]
-) -> Any:
-    """``nav_msgs/Path`` from ``(stamp_ns, T)`` pairs, all in ``frame_id``."""
-    stamped = [
-        factory.make(
-            "geometry_msgs/msg/PoseStamped",
-            header=build_header(factory, stamp, frame_id),
-            pose=build_pose(factory, T),
-        )
-        for stamp, T in poses
-    ]
-    return factory.make("nav_msgs/msg/Path", header=build_header(factory, stamp_ns, frame_id), poses=stamped)
+def build_pose_stamped(factory: MessageFactory, stamp_ns: int, frame_id: str, T: np.ndarray) -> Any:
+    """``geometry_msgs/PoseStamped`` of a 4x4 pose in ``frame_id``."""
+    return factory.make(
+        "geometry_msgs/msg/PoseStamped",
+        header=build_header(factory, stamp_ns, frame_id),
+        pose=build_pose(factory, T),
+    )
+
+
+def build_path(factory: MessageFactory, stamp_ns: int, frame_id: str, poses: Sequence[Any]) -> Any:
+    """``nav_msgs/Path`` in ``frame_id`` from already built PoseStamped messages (built once per pose)."""
+    return factory.make(
+        "nav_msgs/msg/Path", header=build_header(factory, stamp_ns, frame_id), poses=list(poses)
+    )

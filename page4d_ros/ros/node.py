@@ -1,12 +1,13 @@
-"""The ``page4d`` lifecycle node: camera frames in, depth, masks, clouds, odometry, path, TF and diagnostics out.
+"""The ``page4d`` lifecycle node: camera frames in; depth, masks, clouds, odometry, path, TF, diagnostics out.
 
-Lifecycle: ``configure`` validates the parameters, loads the checkpoint and warms the model up (a missing or
-broken checkpoint fails the transition with a message that says what to do); ``activate`` subscribes and starts
-the worker; ``deactivate`` unsubscribes and stops it; ``cleanup`` releases the model. With ``autostart`` (the
-default) the node configures and activates itself, so ``ros2 run`` works without a lifecycle manager.
+Lifecycle: ``configure`` validates the parameters, loads the checkpoint and warms the model up (a missing
+or broken checkpoint fails the transition with a message that says what to do); ``activate`` subscribes and
+starts the worker; ``deactivate`` unsubscribes and stops it; ``cleanup`` releases the model. With
+``autostart`` (the default) the node configures and activates itself, so ``ros2 run`` works without a
+lifecycle manager.
 
-Scheduling: subscription callbacks only convert messages and enqueue frames in a bounded drop-oldest queue; one
-worker thread runs the pipeline and publishes each frame's results with the source image's header.
+Scheduling: subscription callbacks only convert messages and enqueue frames in a bounded drop-oldest queue;
+one worker thread runs the pipeline and publishes each frame's results with the source image's header.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from rclpy.qos import (
     ReliabilityPolicy,
     qos_profile_sensor_data,
 )
+from rclpy.time import Time
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from std_srvs.srv import Trigger
 from tf2_msgs.msg import TFMessage
@@ -107,7 +109,7 @@ def _stamp_ns(header: Any) -> int:
 
 
 class Page4dNode(LifecycleNode):
-    """Lifecycle node running PAGE-4D on windows of camera frames (see the module docstring and docs/ros_node.md)."""
+    """Lifecycle node running PAGE-4D on windows of camera frames (see docs/ros_node.md)."""
 
     def __init__(self, node_name: str = parameters.NODE_NAME, **kwargs: Any) -> None:
         kwargs.setdefault("namespace", parameters.DEFAULT_NAMESPACE)
@@ -150,6 +152,7 @@ class Page4dNode(LifecycleNode):
         self._problems = diagnostics.ProblemLog()
         self._last_input: dict[str, Any] = {}
         self._last_enqueued_stamp: int | None = None
+        self._processed_size: tuple[int, int] | None = None
         self._last_result: Any = None
         self._tf_note = ""
         self._frames_processed = 0
@@ -160,14 +163,15 @@ class Page4dNode(LifecycleNode):
         self._tf_group = MutuallyExclusiveCallbackGroup()
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self._diagnostics_publisher = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        period = float(self.get_parameter("diagnostics_period").value or 1.0)
+        period = self.get_parameter("diagnostics_period").value
+        period = float(period) if isinstance(period, (int, float)) and period > 0 else 1.0
         self._diagnostics_timer = self.create_timer(
-            max(period, 0.05), self._publish_diagnostics, callback_group=self._service_group
+            max(period, 0.05), self._publish_diagnostics, callback_group=MutuallyExclusiveCallbackGroup()
         )
         self.create_service(Trigger, "~/reset", self._on_reset, callback_group=self._service_group)
         self.create_service(Trigger, "~/save", self._on_save, callback_group=self._service_group)
 
-    # ----------------------------------------------------------------------------------------------- lifecycle
+    # ---------------------------------------------------------------------------------------------- lifecycle
     def autostart(self) -> None:
         """Configure and activate when the ``autostart`` parameter is true (failures stay in diagnostics)."""
         if not self.get_parameter("autostart").value:
@@ -186,14 +190,14 @@ class Page4dNode(LifecycleNode):
         return TransitionCallbackReturn.FAILURE
 
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
-        """Validate parameters, load and warm up the model, create publishers (FAILURE with a clear message)."""
+        """Validate parameters, load and warm up the model, create publishers (FAILURE with a message)."""
         try:
             settings = parameters.validate_parameters(self._current_parameters())
         except ValueError as error:
             return self._fail(f"configure failed: invalid parameters: {error}")
         try:
             bundle = build_pipeline(settings, self.get_logger().info)
-        except (ValueError, OSError, RuntimeError) as error:
+        except Exception as error:  # any failure to build the model must fail the transition, not the process
             return self._fail(f"configure failed: {error}")
         self._settings = settings
         self._bundle = bundle
@@ -206,15 +210,17 @@ class Page4dNode(LifecycleNode):
         output_qos = qos_profile(settings["output_qos"], settings["output_queue_depth"])
         for topic, type_name in TOPIC_TYPES.items():
             qos = LATCHED_QOS if topic == "path" else output_qos
-            self._output_publishers[topic] = self.create_lifecycle_publisher(_MESSAGE_CLASSES[type_name], topic, qos)
+            self._output_publishers[topic] = self.create_lifecycle_publisher(
+                _MESSAGE_CLASSES[type_name], topic, qos
+            )
         self._tf_publisher = self.create_lifecycle_publisher(TFMessage, "/tf", TF_QOS)
         self._tf_static_publisher = self.create_lifecycle_publisher(TFMessage, "/tf_static", TF_STATIC_QOS)
         self._configured = True
         self._lifecycle_state = "inactive"
         self._last_error = ""
         self.get_logger().info(
-            f"configured: {bundle.description}; window {settings['window_size']}/{settings['window_stride']}, "
-            f"tf_mode {settings['tf_mode']}, scale_source {settings['scale_source']}"
+            f"configured: {bundle.description}; window {settings['window_size']}/{settings['window_stride']}"
+            f", tf_mode {settings['tf_mode']}, scale_source {settings['scale_source']}"
         )
         return TransitionCallbackReturn.SUCCESS
 
@@ -296,6 +302,8 @@ class Page4dNode(LifecycleNode):
         for subscription in self._input_subscriptions:
             self.destroy_subscription(subscription)
         self._input_subscriptions = []
+        if self._tf2_listener is not None and hasattr(self._tf2_listener, "unregister"):
+            self._tf2_listener.unregister()
         self._tf2_listener = None
         self._tf2_buffer = None
         self._stop_worker.set()
@@ -305,7 +313,7 @@ class Page4dNode(LifecycleNode):
         self._queue.clear()
 
     def _release(self) -> None:
-        for publisher in list(self._output_publishers.values()) + [self._tf_publisher, self._tf_static_publisher]:
+        for publisher in [*self._output_publishers.values(), self._tf_publisher, self._tf_static_publisher]:
             if publisher is not None:
                 self.destroy_lifecycle_publisher(publisher)
         self._output_publishers = {}
@@ -320,10 +328,11 @@ class Page4dNode(LifecycleNode):
         self._map.clear()
         self._trajectory.clear()
         self._last_enqueued_stamp = None
+        self._processed_size = None
         self._last_input = {}
 
     def _start_tf2_listener(self) -> None:
-        """Use tf2_ros for base_frame -> optical frame when installed and enabled (else parameters are used)."""
+        """Use tf2_ros for base_frame -> optical frame when installed and enabled (else the parameters)."""
         assert self._settings is not None
         if not self._settings["base_to_optical_from_tf"]:
             return
@@ -338,12 +347,12 @@ class Page4dNode(LifecycleNode):
         self._tf2_listener = tf2_ros.TransformListener(self._tf2_buffer, self)
 
     def _mounting_from_tf2(self, optical_frame: str) -> None:
-        """Before the first pose, replace the parameter mounting by tf2's base_frame -> optical frame if known."""
+        """Before the first pose, replace the parameter mounting by tf2's base_frame -> optical frame."""
         if self._tf2_buffer is None or self._builder is None or self._builder.anchor.anchored:
             return
         try:
             transform = self._tf2_buffer.lookup_transform(
-                self._settings["base_frame"], optical_frame, rclpy.time.Time()
+                self._settings["base_frame"], optical_frame, Time()
             ).transform
         except Exception as error:  # tf2 raises several exception types, all meaning "not available yet"
             self.get_logger().warn(
@@ -508,7 +517,7 @@ class Page4dNode(LifecycleNode):
                 results += pipeline.flush()
                 self._builder.restart_time()
         size = (frame.rgb.shape[1], frame.rgb.shape[0])
-        previous = self._last_input.get("processed_size")
+        previous = self._processed_size
         if previous is not None and previous != size:
             # The pipeline publishes the buffered frames and starts a new segment, continuous in pose.
             self._problems.report(
@@ -516,7 +525,7 @@ class Page4dNode(LifecycleNode):
                 f"input resolution changed {previous[0]}x{previous[1]} -> {size[0]}x{size[1]}",
             )
             self._reset_since_report = True
-        self._last_input["processed_size"] = size
+        self._processed_size = size
         self._mounting_from_tf2(frame.frame_id)
         results += pipeline.push(frame)
         return results
@@ -606,7 +615,8 @@ class Page4dNode(LifecycleNode):
         if fixed:
             return SetParametersResult(
                 successful=False,
-                reason=f"{fixed} are fixed after configure; deactivate, cleanup and configure again to change them",
+                reason=f"{fixed} are fixed after configure; deactivate, cleanup and configure again "
+                "to change them",
             )
         try:
             merged = parameters.validate_parameters({**self._settings, **update})
@@ -657,7 +667,7 @@ class Page4dNode(LifecycleNode):
                 "last_problem": self._problems.last_message,
             }
         )
-        for kind, count in sorted(self._problems.counts.items()):
+        for kind, count in sorted(self._problems.snapshot().items()):
             input_status.values[f"count_{kind}"] = str(count)
         for kind, count in sorted(fresh_problems.items()):
             level = (

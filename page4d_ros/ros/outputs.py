@@ -1,9 +1,10 @@
 """From a pipeline ``FrameResult`` to output messages and TF, shared by the node and the offline bag tool.
 
-:class:`OutputBuilder` keeps the state that outputs need across frames (pose anchor, TF stamp gate, conflict guard,
-path, the robot's odometry for tf_mode map) and returns, per frame, the messages keyed by their relative topic
-name plus the transforms for ``/tf``. It builds messages through a :class:`MessageFactory`, so rclpy and rosbags
-messages come out of the same code. No rclpy import happens here.
+:class:`OutputBuilder` keeps the state that outputs need across frames (pose anchor, TF stamp gate,
+conflict guard, path, the robot's odometry for tf_mode map) and returns, per frame, the messages keyed by
+their relative topic name plus the transforms for ``/tf``. It builds messages through a
+:class:`MessageFactory`, so rclpy and rosbags messages come out of the same code. No rclpy import happens
+here.
 """
 
 from __future__ import annotations
@@ -96,7 +97,8 @@ class OutputBuilder:
         self.gate = StampGate()
         self.conflicts = TfConflictDetector()
         self.robot_odometry = TransformHistory()
-        self.path: deque[tuple[int, np.ndarray]] = deque(maxlen=settings["path_max_poses"])
+        # PoseStamped messages of the path, built once per frame (rebuilding 2000 poses per frame: ~0.1 s).
+        self.path: deque[Any] = deque(maxlen=settings["path_max_poses"])
         self.last_tf_stamp_ns: int | None = None
         mode = settings["tf_mode"]
         if mode == "odom":
@@ -128,14 +130,14 @@ class OutputBuilder:
         self.path.clear()
 
     def needs_robot_odometry(self, parent: str, child: str) -> bool:
-        """True for the robot's ``odom -> base`` edge in tf_mode map (pass its matrix to observe_transform)."""
+        """True for the robot's ``odom -> base`` edge in tf_mode map (pass its matrix to observe)."""
         s = self.settings
         return s["tf_mode"] == "map" and (parent, child) == (s["odom_frame"], s["base_frame"])
 
     def observe_transform(
         self, parent: str, child: str, stamp_ns: int, T: np.ndarray | None = None
     ) -> TfConflict | None:
-        """Feed a transform seen on /tf or /tf_static: records the robot's odometry, returns a new conflict."""
+        """Feed a transform seen on /tf or /tf_static; records robot odometry, returns a new conflict."""
         if T is not None and self.needs_robot_odometry(parent, child):
             self.robot_odometry.add(stamp_ns, T)
         return self.conflicts.observe(parent, child, stamp_ns)
@@ -155,7 +157,7 @@ class OutputBuilder:
         ]
 
     def image_messages(self, result: FrameResult) -> list[tuple[str, Any]]:
-        """Images, camera infos and clouds of one result, each with the source header (stamp, optical frame)."""
+        """Images, camera infos and clouds of one result, each with the source header (stamp, frame)."""
         s, f = self.settings, self.factory
         header = messages.build_header(f, result.stamp_ns, result.frame_id)
         output: list[tuple[str, Any]] = []
@@ -216,14 +218,14 @@ class OutputBuilder:
         outputs.estimate = estimate
         frame = self.estimate_frame
         covariance = self._covariance()
-        self.path.append((result.stamp_ns, estimate.T_estimate_cam))
+        self.path.append(messages.build_pose_stamped(f, result.stamp_ns, frame, estimate.T_estimate_cam))
         if s["publish_camera_pose"]:
             pose = messages.build_pose_with_covariance_stamped(
                 f, result.stamp_ns, frame, estimate.T_estimate_cam, covariance
             )
             outputs.messages.append(("camera_pose", pose))
         if s["publish_path"]:
-            outputs.messages.append(("path", messages.build_path(f, result.stamp_ns, frame, list(self.path))))
+            outputs.messages.append(("path", messages.build_path(f, result.stamp_ns, frame, self.path)))
         metric_ok = is_metric(result) or not s["require_metric_for_tf"]
         if not metric_ok:
             outputs.tf_note = f"scale is '{result.scale_state}', not metric: TF and odometry withheld"

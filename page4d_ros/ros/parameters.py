@@ -1,7 +1,8 @@
-"""The node's parameters: one table (name, default, description, run-time tunability, choices) and their validation.
+"""The node's parameters: one table (name, default, description, tunability, choices) and their validation.
 
-The table is the single source for the node's declarations, ``config/page4d.yaml``, the launch file test and the
-offline bag tool (which reads the same YAML). Pipeline parameters mirror :class:`PipelineConfig` field by field.
+The table is the single source for the node's declarations, ``config/page4d.yaml``, the launch file test
+and the offline bag tool (which reads the same YAML). Pipeline parameters mirror :class:`PipelineConfig`
+field by field.
 No rclpy import happens here.
 """
 
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import textwrap
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +30,7 @@ OPTICAL_RPY = (-math.pi / 2, 0.0, -math.pi / 2)
 
 @dataclass(frozen=True)
 class ParameterSpec:
-    """One node parameter: its default (which fixes its type), meaning, and whether it may change while active."""
+    """One node parameter: default (which fixes its type), meaning, and whether it may change while active."""
 
     name: str
     default: Any
@@ -42,7 +44,8 @@ _NODE_PARAMETERS: tuple[ParameterSpec, ...] = (
     ParameterSpec(
         "checkpoint_path",
         "",
-        "Local .safetensors/.pt checkpoint; empty uses the model shipped in page4d_ros/models/. Never downloaded.",
+        "Local .safetensors/.pt checkpoint; empty uses the model shipped in page4d_ros/models/. Never "
+        "downloaded.",
     ),
     ParameterSpec(
         "checkpoint_sha256", "", "Optional SHA-256 of the checkpoint file; configure fails on mismatch."
@@ -199,12 +202,14 @@ _PIPELINE_DESCRIPTIONS: dict[str, str] = {
     "mask_threshold": "Dynamic score above which a pixel is dynamic.",
     "mask_dilate_px": "Dilation of the dynamic mask in pixels.",
     "mask_geometric": "Fuse a multi-view geometric consistency test into the dynamic mask.",
+    "mask_check_stride": "Run the geometric mask test on every n-th pixel (n^2 times cheaper).",
     "mask_rel_tolerance": "Relative depth disagreement counted as a geometric vote.",
     "mask_min_votes": "Votes needed before a pixel is geometrically dynamic.",
     "mask_vote_fraction": "Fraction of views that must vote dynamic.",
     "mask_fusion": "How network and geometric masks combine: max or mean.",
     "points_stride": "Pixel stride of the published cloud.",
-    "scale_source": "none, fixed (scale_factor), odometry (odom topic), depth (metric_depth topic), camera_height.",
+    "scale_source": "none, fixed (scale_factor), odometry (odom topic), depth (metric_depth topic), "
+    "camera_height.",
     "scale_factor": "Scale applied when scale_source is fixed.",
     "camera_height_m": "Camera height above the ground for scale_source camera_height.",
     "scale_ema_alpha": "Smoothing of the estimated scale.",
@@ -362,3 +367,114 @@ def load_parameters_file(path: str | Path, node_name: str = NODE_NAME) -> dict[s
             raise ValueError(f"section '{key}' of {path} has no 'ros__parameters' mapping")
         merged.update(parameters)
     return merged
+
+
+NODE_PARAMETER_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    (
+        "Lifecycle and model (fixed after configure)",
+        (
+            "autostart",
+            "checkpoint_path",
+            "checkpoint_sha256",
+            "model_preset",
+            "device",
+            "precision",
+            "warmup_iters",
+        ),
+    ),
+    (
+        "Inputs",
+        (
+            "image_transport",
+            "camera_info_mode",
+            "camera_info_slop_s",
+            "require_camera_info",
+            "input_qos",
+            "input_queue_depth",
+            "frame_queue_size",
+            "expected_input_rate_hz",
+        ),
+    ),
+    (
+        "Outputs",
+        (
+            "output_qos",
+            "output_queue_depth",
+            "publish_depth",
+            "publish_depth_mm",
+            "publish_rgb",
+            "publish_dynamic_mask",
+            "publish_confidence",
+            "publish_points",
+            "publish_points_static",
+            "publish_odometry",
+            "publish_camera_pose",
+            "publish_path",
+            "path_max_poses",
+        ),
+    ),
+    (
+        "Frames and TF",
+        (
+            "tf_mode",
+            "odom_frame",
+            "map_frame",
+            "base_frame",
+            "camera_optical_frame",
+            "base_to_optical_from_tf",
+            "base_to_optical_xyz",
+            "base_to_optical_rpy",
+            "publish_optical_static_tf",
+            "transform_tolerance",
+            "require_metric_for_tf",
+            "pose_position_sigma_m",
+            "pose_rotation_sigma_rad",
+        ),
+    ),
+    ("Services and diagnostics", ("map_max_points", "map_voxel_size", "save_dir", "diagnostics_period")),
+)
+"""How ``config/page4d.yaml`` groups the node's own parameters (pipeline ones follow, in field order)."""
+
+
+def _yaml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return f'"{value}"'
+    if isinstance(value, list):
+        return "[" + ", ".join(repr(round(v, 6)) for v in value) + "]"
+    return repr(value)
+
+
+def render_parameters_yaml() -> str:
+    """``config/page4d.yaml``: every parameter with its default, documented (regenerate after adding one).
+
+    Run ``python -m page4d_ros.ros.parameters > config/page4d.yaml``.
+    """
+    grouped = [name for _, names in NODE_PARAMETER_GROUPS for name in names]
+    missing = sorted({spec.name for spec in _NODE_PARAMETERS} - set(grouped))
+    if missing:
+        raise ValueError(f"node parameters {missing} belong to no group of NODE_PARAMETER_GROUPS")
+    lines = [
+        "# page4d node parameters: ros2 run page4d_ros page4d_node --ros-args --params-file page4d.yaml",
+        "# Every parameter the node declares is listed with its default. 'tunable' ones can change while",
+        "# the node runs (ros2 param set /page4d/page4d NAME VALUE); the others are read in configure.",
+        "# Units: metres, seconds, radians. Depth-range and scale values are in output units (metres once",
+        "# the scale is metric).",
+        "# Generated by: python -m page4d_ros.ros.parameters > config/page4d.yaml",
+        "/**:",
+        "  ros__parameters:",
+    ]
+    pipeline_group = ("Pipeline: windows, filtering, masks, scale (names of PipelineConfig)", ())
+    for title, names in (*NODE_PARAMETER_GROUPS, pipeline_group):
+        specs = [PARAMETERS_BY_NAME[name] for name in names] if names else list(_pipeline_parameters())
+        lines += ["", f"    # ---- {title} ----"]
+        for spec in specs:
+            text = spec.description + (" [tunable]" if spec.tunable else "")
+            lines += ["    # " + line for line in textwrap.wrap(text, 104)]
+            lines.append(f"    {spec.name}: {_yaml_value(spec.default)}")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    print(render_parameters_yaml(), end="")

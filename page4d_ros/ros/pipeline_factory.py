@@ -1,7 +1,7 @@
 """Builds the model, predictor and streaming pipeline from the node parameters (shared by node and bag tool).
 
-Resolves the checkpoint (a local file; the model shipped in ``page4d_ros/models/`` when none is given), the device
-and the precision, loads the weights and warms the model up. Every failure raises ``ValueError`` or
+Resolves the checkpoint (a local file; the model shipped in ``page4d_ros/models/`` when none is given), the
+device and the precision, loads the weights and warms the model up. Every failure raises ``ValueError`` or
 ``RuntimeError`` with a message that says what to do. No rclpy import happens here.
 """
 
@@ -21,20 +21,20 @@ CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth")
 
 
 def resolve_checkpoint(checkpoint_path: str) -> Path:
-    """The checkpoint file to load: ``checkpoint_path`` if given, else the one shipped in page4d_ros/models/."""
+    """The checkpoint to load: ``checkpoint_path`` if given, else the one shipped in page4d_ros/models/."""
     if checkpoint_path:
         path = Path(checkpoint_path).expanduser()
         if not path.is_file():
             raise ValueError(
-                f"checkpoint_path '{checkpoint_path}' does not exist or is not a file; set checkpoint_path:=<local "
-                "file> (weights are never downloaded at run time)"
+                f"checkpoint_path '{checkpoint_path}' does not exist or is not a file; set "
+                "checkpoint_path:=<local file> (weights are never downloaded at run time)"
             )
         return path
     shipped = sorted(p for p in SHIPPED_MODELS_DIR.glob("*") if p.suffix in CHECKPOINT_SUFFIXES)
     if not shipped:
         raise ValueError(
-            f"no checkpoint_path given and no model shipped in {SHIPPED_MODELS_DIR}; set checkpoint_path:=<local "
-            ".safetensors file> (see the README, section 'Models')"
+            f"no checkpoint_path given and no model shipped in {SHIPPED_MODELS_DIR}; set "
+            "checkpoint_path:=<local .safetensors file> (see the README, section 'Models')"
         )
     return shipped[0]
 
@@ -117,7 +117,8 @@ def build_pipeline(settings: dict[str, Any], log: Callable[[str], None] = print)
     """Load the checkpoint named by ``settings`` and build a ready :class:`StreamingPipeline`.
 
     ``settings`` is a validated parameter dict (:func:`page4d_ros.ros.parameters.validate_parameters`).
-    Raises ``ValueError`` (bad settings, missing file, unusable device) or ``RuntimeError`` (corrupt checkpoint).
+    Raises ``ValueError`` (bad settings, missing file, unusable device) or ``RuntimeError`` (corrupt
+    checkpoint).
     """
     from page4d_ros.model import load_checkpoint
     from page4d_ros.pipeline.predictor import ModelPredictor
@@ -140,8 +141,8 @@ def build_pipeline(settings: dict[str, Any], log: Callable[[str], None] = print)
         Exception
     ) as error:  # loaders raise many types (I/O, safetensors, torch, config); all mean unusable
         raise RuntimeError(
-            f"cannot load checkpoint {path}: {type(error).__name__}: {error}. Check that the file is complete "
-            "(re-copy it, compare checkpoint_sha256) and that model_preset matches it"
+            f"cannot load checkpoint {path}: {type(error).__name__}: {error}. Check that the file is "
+            "complete (re-copy it, compare checkpoint_sha256) and that model_preset matches it"
         ) from error
     predictor = ModelPredictor(model, device=device, dtype=dtype)
     warm_up(predictor, config, settings["warmup_iters"])

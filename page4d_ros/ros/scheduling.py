@@ -1,7 +1,7 @@
 """Bounded frame queue and CameraInfo pairing for the node's callbacks (no rclpy import).
 
-Callbacks only convert and enqueue; one worker thread takes items out. The queue drops the oldest item when full
-(stale frames are the main latency source of Python inference nodes) and counts what it dropped.
+Callbacks only convert and enqueue; one worker thread takes items out. The queue drops the oldest item when
+full (stale frames are the main latency source of Python inference nodes) and counts what it dropped.
 """
 
 from __future__ import annotations
@@ -116,7 +116,7 @@ class CameraInfoCache:
 
 
 def calibration_from_camera_info(msg: Any) -> CameraCalibration:
-    """Build a :class:`CameraCalibration` from a CameraInfo message (rclpy or rosbags); ValueError if unusable."""
+    """A :class:`CameraCalibration` from a CameraInfo message (rclpy or rosbags); ValueError if unusable."""
     K = np.asarray(msg.k, dtype=np.float64).reshape(3, 3)
     if K[2, 2] == 0.0 or not np.any(K):
         raise ValueError(

@@ -13,7 +13,7 @@ from page4d_ros.synthetic.loaders import (
     load_sintel,
     load_tum_rgbd,
 )
-from page4d_ros.synthetic.scene import CAMERA_MOTIONS, SCENES, generate_sequence
+from page4d_ros.synthetic.scene import CAMERA_MOTIONS, GENERATOR_VERSION, SCENES, generate_sequence
 from page4d_ros.synthetic.sequence import DEFAULT_EPOCH_NS, DEFAULT_FRAME_ID, SyntheticSequence, invert_poses
 from page4d_ros.synthetic.writers import FORMATS, write_mcap, write_npz, write_sequence, write_tum
 
@@ -22,6 +22,7 @@ __all__ = [
     "DEFAULT_EPOCH_NS",
     "DEFAULT_FRAME_ID",
     "FORMATS",
+    "GENERATOR_VERSION",
     "SCENES",
     "SyntheticSequence",
     "detect_format",

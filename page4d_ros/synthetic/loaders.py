@@ -282,12 +282,13 @@ def load_sintel(
     stop: int | None = None,
     stride: int = 1,
     fps: float = SINTEL_FPS,
+    mask_folder: str = "dynamic_label_perfect",
 ) -> SyntheticSequence:
     """Load one MPI Sintel scene from ``<root>/[training/]{final|clean,depth,camdata_left}/<scene>/``.
 
-    Dynamic masks are read from ``dynamic_label_perfect/<scene>/`` when that folder exists (nonzero =
-    dynamic). Sintel has no stamps: frame i gets ``i / fps`` seconds after a fixed epoch. Depth is used as
-    stored (the evaluation caps far depth).
+    Dynamic masks are read from ``<mask_folder>/<scene>/`` (MonST3R's ``dynamic_label_perfect`` by default)
+    when that folder exists (nonzero = dynamic). Sintel has no stamps: frame i gets ``i / fps`` seconds after
+    a fixed epoch. Depth is used as stored (the evaluation caps far depth with ``max_depth``).
     """
     root = Path(root)
     base = root / "training" if (root / "training").is_dir() else root
@@ -308,10 +309,10 @@ def load_sintel(
     cameras = [read_sintel_camera(camera_root / scene / f"{frame}.cam") for frame in frames]
     rgb = np.stack([_read_png(base / pass_name / scene / f"{frame}.png")[..., :3] for frame in frames])
     depth = np.stack([read_sintel_depth(base / "depth" / scene / f"{frame}.dpt") for frame in frames])
-    mask_folder = base / "dynamic_label_perfect" / scene
+    mask_path = base / mask_folder / scene
     masks = None
-    if mask_folder.is_dir():
-        masks = np.stack([_read_png(mask_folder / f"{frame}.png") for frame in frames])
+    if mask_path.is_dir():
+        masks = np.stack([_read_png(mask_path / f"{frame}.png") for frame in frames])
         masks = (masks if masks.ndim == 3 else masks[..., 0]) > 0
     extrinsics = np.tile(np.eye(4), (len(frames), 1, 1))
     extrinsics[:, :3, :] = np.stack([camera[1] for camera in cameras])

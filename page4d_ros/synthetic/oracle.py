@@ -40,8 +40,7 @@ def _rotation_from_axis_angle(axis: np.ndarray, angle: float) -> np.ndarray:
 
 
 def resample_to_network(values: np.ndarray, plan: ResizePlan, fill: float) -> np.ndarray:
-    """Nearest-neighbour resample of per-pixel maps ``[..., H, W]`` from the source image onto the network
-    grid.
+    """Nearest-neighbour resample of per-pixel maps ``[..., H, W]`` from the source onto the network grid.
 
     Pixels outside the resized image (padding) get ``fill``.
     """
@@ -105,8 +104,7 @@ class OracleModel:
             raise ValueError(f"stamp {error.args[0]} is not a frame of the oracle's sequence") from None
 
     def predict(self, images: np.ndarray, stamps_ns: np.ndarray) -> WindowPrediction:
-        """Ground truth for the window at ``stamps_ns`` in the window's first-camera frame and a random
-        scale."""
+        """Ground truth for ``stamps_ns`` in the window's first-camera frame, at a random scale."""
         plan = self.plan
         if images.ndim != 4 or images.shape[1:] != (3, plan.network_height, plan.network_width):
             raise ValueError(

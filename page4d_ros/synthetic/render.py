@@ -113,15 +113,18 @@ class Box(Shape):
 
     def intersect(self, origin, dx, dy, dz):
         """See ``Shape.intersect``."""
-        t_enter = np.full(dx.shape, -np.inf)
-        t_exit = np.full(dx.shape, np.inf)
+        t_enter = t_exit = None
+        # A zero direction component gives +-inf slab distances (the ray is inside or outside that slab
+        # forever); fmax/fmin skip the NaN of the measure-zero case "ray exactly on a slab plane".
         with np.errstate(divide="ignore", invalid="ignore"):
             for axis, direction in enumerate((dx, dy, dz)):
-                inverse = 1.0 / np.where(direction == 0.0, 1e-30, direction)
+                inverse = 1.0 / direction
                 t_a = (-self._half[axis] - origin[axis]) * inverse
                 t_b = (self._half[axis] - origin[axis]) * inverse
-                np.maximum(t_enter, np.minimum(t_a, t_b), out=t_enter)
-                np.minimum(t_exit, np.maximum(t_a, t_b), out=t_exit)
+                near = np.fmin(t_a, t_b)
+                far = np.fmax(t_a, t_b, out=t_a)
+                t_enter = near if t_enter is None else np.fmax(t_enter, near, out=t_enter)
+                t_exit = far if t_exit is None else np.fmin(t_exit, far, out=t_exit)
         t = np.where(t_enter > NEAR_T, t_enter, t_exit)
         return np.where((t_exit >= t_enter) & (t > NEAR_T), t, np.inf)
 
@@ -157,7 +160,8 @@ class Capsule(Shape):
         a = dx * dx + dy * dy
         b = ox * dx + oy * dy
         t_cylinder = _nearest_root(b, a, ox * ox + oy * oy - self.radius**2)
-        z = oz + t_cylinder * dz
+        with np.errstate(invalid="ignore"):
+            z = oz + t_cylinder * dz
         t_cylinder = np.where((z >= 0.0) & (z <= self.length), t_cylinder, np.inf)
         a_full = a + dz * dz
         r2 = self.radius**2
@@ -216,46 +220,45 @@ def make_texture_atlas(rng: np.random.Generator, base_colors: np.ndarray, patter
     """Tileable albedo textures ``[M, T, T, 3]`` float32 in [0, 1], one per material.
 
     Each texture is a base colour modulated by periodic fractal noise (white noise filtered with a 1/f
-    spectrum in the Fourier domain, hence seamlessly tiling) and a pattern: "plain", "checker", "tiles",
-    "bricks", "stripes" or "dots".
+    spectrum in the Fourier domain, hence seamlessly tiling), tinted towards a second colour by another noise
+    field, and a pattern: "plain", "checker", "tiles", "bricks", "stripes" or "dots".
     """
     size = TEXTURE_SIZE
-    frequency = np.fft.fftfreq(size)
-    radial = np.sqrt(frequency[:, None] ** 2 + frequency[None, :] ** 2)
+    count = len(base_colors)
+    radial = np.sqrt(np.fft.fftfreq(size)[:, None] ** 2 + np.fft.rfftfreq(size)[None, :] ** 2)
     radial[0, 0] = 1.0
-    spectrum_filter = radial**-1.6
+    spectrum_filter = (radial**-1.6).astype(np.float32)
     spectrum_filter[0, 0] = 0.0
-    coords = np.arange(size) / size
+    white = rng.standard_normal((count, 2, size, size), dtype=np.float32)
+    fields = np.fft.irfft2(np.fft.rfft2(white) * spectrum_filter, s=(size, size)).astype(np.float32)
+    fields /= fields.std(axis=(2, 3), keepdims=True) + 1e-12
+    coords = np.arange(size, dtype=np.float32) / size
     grid_u, grid_v = np.meshgrid(coords, coords)
-    atlas = np.empty((len(base_colors), size, size, 3), dtype=np.float32)
+    atlas = np.empty((count, size, size, 3), dtype=np.float32)
     for index, (color, pattern) in enumerate(zip(base_colors, patterns)):
-        noise = np.fft.ifft2(np.fft.fft2(rng.standard_normal((size, size))) * spectrum_filter).real
-        noise = (noise - noise.mean()) / (noise.std() + 1e-12)
-        tint_noise = np.fft.ifft2(
-            np.fft.fft2(rng.standard_normal((size, size, 3)), axes=(0, 1)) * spectrum_filter[..., None],
-            axes=(0, 1),
-        ).real
-        tint_noise /= tint_noise.std() + 1e-12
         cells = int(rng.integers(2, 9))
         if pattern == "checker":
-            mask = ((np.floor(grid_u * cells) + np.floor(grid_v * cells)) % 2).astype(np.float64)
+            mask = (np.floor(grid_u * cells) + np.floor(grid_v * cells)) % 2
         elif pattern == "tiles":
-            mask = ((grid_u * cells % 1 < 0.06) | (grid_v * cells % 1 < 0.06)).astype(np.float64)
+            mask = (grid_u * cells % 1 < 0.06) | (grid_v * cells % 1 < 0.06)
         elif pattern == "bricks":
-            rows = np.floor(grid_v * cells * 2)
-            shifted = grid_u * cells + 0.5 * (rows % 2)
-            mask = ((shifted % 1 < 0.05) | (grid_v * cells * 2 % 1 < 0.1)).astype(np.float64)
+            shifted = grid_u * cells + 0.5 * (np.floor(grid_v * cells * 2) % 2)
+            mask = (shifted % 1 < 0.05) | (grid_v * cells * 2 % 1 < 0.1)
         elif pattern == "stripes":
-            mask = (np.sin(2 * np.pi * grid_u * cells) > 0.3).astype(np.float64)
+            mask = np.sin(2 * np.pi * grid_u * cells) > 0.3
         elif pattern == "dots":
             du = grid_u * cells % 1 - 0.5
             dv = grid_v * cells % 1 - 0.5
-            mask = (du * du + dv * dv < 0.07).astype(np.float64)
+            mask = du * du + dv * dv < 0.07
         else:
-            mask = np.zeros((size, size))
-        contrast = rng.uniform(0.25, 0.55)
-        luminance = (1.0 - contrast * mask) * (1.0 + 0.22 * noise)
-        albedo = np.asarray(color)[None, None, :] * luminance[..., None] * (1.0 + 0.08 * tint_noise)
+            mask = np.zeros((size, size), dtype=np.float32)
+        contrast = np.float32(rng.uniform(0.25, 0.55))
+        luminance = (1.0 - contrast * mask.astype(np.float32)) * (1.0 + 0.22 * fields[index, 0])
+        second_color = np.clip(np.asarray(color) + rng.normal(0.0, 0.12, 3), 0.0, 1.0).astype(np.float32)
+        tint = np.clip(0.5 + 0.25 * fields[index, 1], 0.0, 1.0)[..., None]
+        albedo = (np.asarray(color, dtype=np.float32) * (1 - tint) + second_color * tint) * luminance[
+            ..., None
+        ]
         atlas[index] = np.clip(albedo, 0.02, 1.0)
     return atlas
 
@@ -322,9 +325,8 @@ class Renderer:
             local = rays_image[window] @ placed.rotation
             t = placed.shape.intersect(local_origin, local[..., 0], local[..., 1], local[..., 2])
             closer = t < depth_image[window]
-            if closer.any():
-                depth_image[window] = np.where(closer, t, depth_image[window])
-                hit_image[window] = np.where(closer, index, hit_image[window])
+            np.copyto(depth_image[window], t, where=closer)
+            np.copyto(hit_image[window], index, where=closer)
 
         # G-buffer of flat per-pixel material, metric texture coordinates and world normal. The environment is
         # evaluated on every pixel (cheaper than gathering its subset), then shapes overwrite their own

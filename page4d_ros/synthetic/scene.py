@@ -15,12 +15,13 @@ from page4d_ros.synthetic.render import (
     Lighting,
     PlacedShape,
     Renderer,
-    Shape,
     Sphere,
     make_texture_atlas,
 )
 from page4d_ros.synthetic.sequence import DEFAULT_EPOCH_NS, DEFAULT_FRAME_ID, SyntheticSequence
 
+GENERATOR_VERSION = 1
+"""Bumped whenever the same arguments would render different frames (for caches of generated sequences)."""
 CAMERA_MOTIONS = ("walk", "orbit", "rotate", "handheld", "static")
 SCENES = ("room", "outdoor")
 PATTERNS = ("plain", "checker", "tiles", "bricks", "stripes", "dots")
@@ -85,7 +86,8 @@ class EllipsePath:
 
 @dataclass
 class Mover:
-    """An independently moving object: a rigid body or an articulated walker on an elliptic path."""
+    """An independently moving object on an elliptic path: an articulated "walker" or a rigid "ball" (rolling,
+    bouncing sphere), "crate" (floating, spinning box) or "drone" (hovering, turning ellipsoid)."""
 
     kind: str
     instance_id: int
@@ -114,6 +116,8 @@ class Mover:
             rotation = _yaw_rotation(yaw + spin) @ tumble
             center = np.array([ground[0], ground[1], height])
             return [PlacedShape(Box(half), rotation, center, self.materials[0], self.instance_id)]
+        if self.kind != "drone":
+            raise ValueError(f"unknown mover kind {self.kind!r}; use walker, ball, crate or drone")
         radii = (self.size * 1.4, self.size, self.size * 0.6)
         height = self.params["height"] + 0.15 * np.sin(2.0 * np.pi * 0.3 * time + 1.0)
         rotation = _yaw_rotation(yaw + self.params["spin"] * time) @ _axis_angle(
@@ -194,7 +198,7 @@ class CameraRig:
             step = 2.0 * np.pi * 1.8 * time
             position[2] += 0.015 * np.sin(step)
             roll = 0.015 * np.sin(0.5 * step)
-            forward = tangent + 1.0 * inward
+            forward = tangent + 1.7 * inward
             forward[2] = (self.pitch_target - self.height) / 4.0
         elif self.motion == "rotate":
             yaw = np.arctan2(-ground[1], -ground[0]) + 0.6 * np.sin(2.0 * np.pi * time / self.pan_period)
@@ -448,7 +452,8 @@ def generate_sequence(
         num_frames: number of frames.
         width: image width in pixels.
         height: image height in pixels.
-        camera_motion: "walk" (forward along a loop, head bob), "orbit" (around the centre, looking at it),
+        camera_motion: "walk" (along a loop around the centre at walking speed with head bob, looking ahead
+            and about 60 degrees inwards), "orbit" (around the centre, looking at it),
             "rotate" (pure panning rotation about the optical centre), "handheld" (fixed spot with shake) or
             "static".
         scene: "room" (textured walls, floor, ceiling) or "outdoor" (ground plane and sky, depth 0 on sky).
@@ -521,8 +526,9 @@ def generate_sequence(
             "start_time": time0,
             "pixel_noise": float(pixel_noise),
             "first_frame": int(first_frame),
+            "generator_version": GENERATOR_VERSION,
         },
     )
 
 
-__all__ = ["CAMERA_MOTIONS", "SCENES", "Shape", "generate_sequence", "look_rotation"]
+__all__ = ["CAMERA_MOTIONS", "GENERATOR_VERSION", "SCENES", "generate_sequence", "look_rotation"]

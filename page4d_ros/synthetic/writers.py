@@ -57,7 +57,7 @@ class McapSequenceWriter:
     Topics (all stamped with the frame stamp, images in the sequence's ``frame_id``): ``/camera/image_raw``
     (rgb8), ``/camera/camera_info``, ``/tf`` (``gt_world`` -> optical frame), ``/ground_truth/depth`` (32FC1,
     NaN where there is no surface), ``/ground_truth/dynamic_mask`` (mono8, 255 = dynamic) and
-    ``/ground_truth/instance_ids`` (32SC1). A ``page4d_sequence.json`` sidecar holds the metadata.
+    ``/ground_truth/instance_ids`` (16UC1). A ``page4d_sequence.json`` sidecar holds the metadata.
 
     Args:
         path: the bag folder to create (must not exist).
@@ -92,7 +92,9 @@ class McapSequenceWriter:
             mask = sequence.dynamic_mask[index].astype(np.uint8) * 255
             writer.write(TOPIC_GT_MASK, stamp, bagio.image_message(mask, "mono8", stamp, frame_id))
             if sequence.instance_ids is not None:
-                ids = bagio.image_message(sequence.instance_ids[index], "32SC1", stamp, frame_id)
+                ids = bagio.image_message(
+                    _instance_png(sequence.instance_ids[index]), "16UC1", stamp, frame_id
+                )
                 writer.write(TOPIC_GT_INSTANCES, stamp, ids)
         self._num_frames += len(sequence)
         self._info = sequence_info(sequence)
@@ -214,10 +216,15 @@ def _tum_image(kind: str, array: np.ndarray) -> np.ndarray:
     if kind == "masks":
         return array.astype(np.uint8) * 255
     if kind == "instances":
-        if array.max(initial=0) > 65535 or array.min(initial=0) < 0:
-            raise ValueError("instance ids must lie in [0, 65535] to be stored as 16-bit PNG")
-        return array.astype(np.uint16)
+        return _instance_png(array)
     return np.ascontiguousarray(array)
+
+
+def _instance_png(array: np.ndarray) -> np.ndarray:
+    """Instance ids as uint16 (what 16-bit PNGs and 16UC1 images hold)."""
+    if array.max(initial=0) > 65535 or array.min(initial=0) < 0:
+        raise ValueError("instance ids must lie in [0, 65535] to be stored as 16-bit images")
+    return array.astype(np.uint16)
 
 
 def write_npz(sequence: SyntheticSequence, path: str | Path, compress: bool = False) -> Path:

@@ -3,7 +3,8 @@
 Every image is processed (no queue, no drops) in log-time order, so the output is deterministic for a given
 input, checkpoint and device. The output is an MCAP rosbag2 with the node's topics and types under the node's
 namespace (``/page4d/depth/image``, ``/page4d/camera_pose``, ...) plus ``/tf`` (and ``/tf_static`` when
-``publish_optical_static_tf`` is set). Messages are built by the same code as the node's
+``publish_optical_static_tf`` is set). ``path`` is written once, at the end (the whole trajectory), instead of
+growing with every frame. Messages are built by the same code as the node's
 (:mod:`page4d_ros.ros.outputs`) and read and written with ``rosbags``: no ROS installation is needed.
 """
 
@@ -65,19 +66,41 @@ def _calibration(msg: Any) -> CameraCalibration:
     )
 
 
-def _pick_topic(connections: Sequence[Any], types: Sequence[str], requested: str | None, what: str) -> Any | None:
+def _pick_topic(
+    connections: Sequence[Any], types: Sequence[str], requested: str | None, what: str
+) -> Any | None:
     """The connection of ``requested`` (must have one of ``types``), else the only one with such a type."""
     candidates = [c for c in connections if c.msgtype in types]
     if requested:
         chosen = [c for c in candidates if c.topic == requested]
         if not chosen:
             available = sorted({c.topic for c in candidates}) or "none"
-            raise ValueError(f"{what} topic '{requested}' not in the bag (with type {'/'.join(types)}: {available})")
+            raise ValueError(
+                f"{what} topic '{requested}' not in the bag (with type {'/'.join(types)}: {available})"
+            )
         return chosen[0]
     topics = sorted({c.topic for c in candidates})
     if len(topics) > 1:
-        raise ValueError(f"the bag has several {what} topics {topics}; choose one with --{what.replace(' ', '-')}-topic")
+        raise ValueError(
+            f"the bag has several {what} topics {topics}; choose one with --{what.replace(' ', '-')}-topic"
+        )
     return candidates[0] if candidates else None
+
+
+def _pick_image_topic(connections: Sequence[Any], requested: str | None) -> Any | None:
+    """The image connection: ``requested``, the only image topic, or the only one with a camera_info."""
+    if requested:
+        return _pick_topic(connections, IMAGE_TYPES, requested, "image")
+    topics = {c.topic for c in connections}
+    with_info = [
+        c
+        for c in connections
+        if c.msgtype in IMAGE_TYPES
+        and c.topic.removesuffix("/compressed").rsplit("/", 1)[0] + "/camera_info" in topics
+    ]
+    if len({c.topic for c in with_info}) == 1:
+        return with_info[0]
+    return _pick_topic(connections, IMAGE_TYPES, None, "image")
 
 
 def _decode_image(msg: Any, msgtype: str) -> np.ndarray:
@@ -99,8 +122,8 @@ def process_bag(
 ) -> BagSummary:
     """Process every image of ``input_path`` and write the outputs to the new MCAP bag ``output_path``.
 
-    ``settings`` is a validated parameter dict. Raises ``ValueError`` for unusable inputs (missing bag, no image
-    topic, existing output) and ``RuntimeError`` when the checkpoint cannot be loaded.
+    ``settings`` is a validated parameter dict. Raises ``ValueError`` for unusable inputs (missing bag, no
+    image topic, existing output) and ``RuntimeError`` when the checkpoint cannot be loaded.
     """
     from rosbags.highlevel import AnyReader
     from rosbags.rosbag2 import StoragePlugin, Writer
@@ -111,7 +134,9 @@ def process_bag(
     if not input_path.exists():
         raise ValueError(f"input bag {input_path} does not exist")
     if output_path.exists():
-        raise ValueError(f"output {output_path} already exists; choose a new folder (rosbag2 writes a directory)")
+        raise ValueError(
+            f"output {output_path} already exists; choose a new folder (rosbag2 writes a directory)"
+        )
     namespace = "/" + namespace.strip("/") if namespace.strip("/") else ""
     typestore = get_typestore(Stores.ROS2_JAZZY)
     factory = RosbagsMessageFactory(typestore)
@@ -121,17 +146,21 @@ def process_bag(
 
     with AnyReader([input_path], default_typestore=typestore) as reader:
         connections = list(reader.connections)
-        image_connection = _pick_topic(connections, IMAGE_TYPES, image_topic, "image")
+        image_connection = _pick_image_topic(connections, image_topic)
         if image_connection is None:
             raise ValueError(f"{input_path} has no sensor_msgs/Image or CompressedImage topic")
         if camera_info_topic is None:
-            sibling = image_connection.topic.rsplit("/", 1)[0] + "/camera_info"
+            sibling = image_connection.topic.removesuffix("/compressed").rsplit("/", 1)[0] + "/camera_info"
             if any(c.topic == sibling for c in connections):
                 camera_info_topic = sibling
-        info_connection = _pick_topic(connections, ("sensor_msgs/msg/CameraInfo",), camera_info_topic, "camera info")
-        odom_connection = _pick_topic(connections, ("nav_msgs/msg/Odometry",), odom_topic, "odom") if (
-            settings["scale_source"] == "odometry"
-        ) else None
+        info_connection = _pick_topic(
+            connections, ("sensor_msgs/msg/CameraInfo",), camera_info_topic, "camera info"
+        )
+        odom_connection = (
+            _pick_topic(connections, ("nav_msgs/msg/Odometry",), odom_topic, "odom")
+            if (settings["scale_source"] == "odometry")
+            else None
+        )
         depth_connection = (
             _pick_topic(connections, ("sensor_msgs/msg/Image",), metric_depth_topic, "metric depth")
             if settings["scale_source"] == "depth" and metric_depth_topic
@@ -140,7 +169,9 @@ def process_bag(
         tf_connections = [c for c in connections if c.topic == "/tf" and settings["tf_mode"] == "map"]
         summary.image_topic = image_connection.topic
         summary.camera_info_topic = info_connection.topic if info_connection is not None else ""
-        wanted = [c for c in (image_connection, info_connection, odom_connection, depth_connection) if c is not None]
+        wanted = [
+            c for c in (image_connection, info_connection, odom_connection, depth_connection) if c is not None
+        ]
         wanted += tf_connections
         bundle = build_pipeline(settings, log=lambda message: print(message, file=sys.stderr))
         pipeline = bundle.pipeline
@@ -158,16 +189,22 @@ def process_bag(
                 summary.messages_written[topic] += 1
 
             static_frames: set[str] = set()
+            final_path: list[tuple[Any, int]] = []
 
             def publish(results: list[Any]) -> None:
                 for result in results:
                     if result.frame_id not in static_frames:
                         static = builder.static_transforms(result.frame_id)
                         if static:
-                            write("/tf_static", "tf2_msgs/msg/TFMessage", build_tf_message(factory, static), 0)
+                            write(
+                                "/tf_static", "tf2_msgs/msg/TFMessage", build_tf_message(factory, static), 0
+                            )
                         static_frames.add(result.frame_id)
                     pose_outputs = builder.pose_outputs(result)
                     for topic, msg in builder.image_messages(result) + pose_outputs.messages:
+                        if topic == "path":  # the path grows with every frame: only the final one is written
+                            final_path[:] = [(msg, result.stamp_ns)]
+                            continue
                         write(f"{namespace}/{topic}", TOPIC_TYPES[topic], msg, result.stamp_ns)
                     if pose_outputs.transforms:
                         tf = build_tf_message(factory, pose_outputs.transforms)
@@ -188,7 +225,9 @@ def process_bag(
                         summary.rejected[f"bad_camera_info: {error}"] += 1
                 elif connection == odom_connection:
                     position = msg.pose.pose.position
-                    pipeline.add_odometry(_stamp_ns(msg.header), np.array([position.x, position.y, position.z]))
+                    pipeline.add_odometry(
+                        _stamp_ns(msg.header), np.array([position.x, position.y, position.z])
+                    )
                 elif connection == depth_connection:
                     try:
                         depth = conversions.depth_image_to_metres(
@@ -202,7 +241,9 @@ def process_bag(
                         parent, child = transform.header.frame_id, transform.child_frame_id
                         if builder.needs_robot_odometry(parent, child):
                             t, q = transform.transform.translation, transform.transform.rotation
-                            T = conversions.translation_quaternion_to_matrix((t.x, t.y, t.z), (q.x, q.y, q.z, q.w))
+                            T = conversions.translation_quaternion_to_matrix(
+                                (t.x, t.y, t.z), (q.x, q.y, q.z, q.w)
+                            )
                             builder.observe_transform(parent, child, _stamp_ns(transform.header), T)
                 else:
                     summary.images_read += 1
@@ -219,14 +260,23 @@ def process_bag(
                     last_stamp = stamp_ns
                     frame_id = msg.header.frame_id or settings["camera_optical_frame"]
                     calibration = camera_infos.lookup(frame_id, stamp_ns)
-                    if calibration is not None and (calibration.width, calibration.height) != rgb.shape[1::-1]:
+                    if (
+                        calibration is not None
+                        and (calibration.width, calibration.height) != rgb.shape[1::-1]
+                    ):
                         summary.rejected["camera_info_mismatch"] += 1
                         calibration = None
                     if calibration is None and settings["require_camera_info"]:
                         summary.rejected["missing_camera_info"] += 1
                         continue
-                    publish(pipeline.push(Frame(rgb=rgb, stamp_ns=stamp_ns, frame_id=frame_id, calibration=calibration)))
+                    publish(
+                        pipeline.push(
+                            Frame(rgb=rgb, stamp_ns=stamp_ns, frame_id=frame_id, calibration=calibration)
+                        )
+                    )
             publish(pipeline.flush())
+            for msg, stamp_ns in final_path:
+                write(f"{namespace}/path", TOPIC_TYPES["path"], msg, stamp_ns)
             progress.close()
     return summary
 
@@ -243,7 +293,7 @@ def build_argument_parser() -> argparse.ArgumentParser:
     """The command-line interface of ``page4d-bag``."""
     parser = argparse.ArgumentParser(
         prog="page4d-bag",
-        description="Run PAGE-4D over every image of a rosbag2 or ROS 1 bag and write the node's outputs to MCAP.",
+        description="Run PAGE-4D over every image of a rosbag2 or ROS 1 bag; write the outputs to MCAP.",
     )
     parser.add_argument("input", help="input rosbag2 folder/file or ROS 1 .bag")
     parser.add_argument("output", help="output rosbag2 folder (MCAP storage; must not exist)")
@@ -251,11 +301,16 @@ def build_argument_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "-p", "--param", action="append", default=[], metavar="NAME=VALUE", help="override one parameter"
     )
-    parser.add_argument("--image-topic", help="image topic (default: the bag's only Image/CompressedImage topic)")
+    parser.add_argument(
+        "--image-topic",
+        help="image topic (default: the only Image/CompressedImage topic with a camera_info sibling)",
+    )
     parser.add_argument("--camera-info-topic", help="CameraInfo topic (default: sibling of the image topic)")
     parser.add_argument("--odom-topic", help="nav_msgs/Odometry topic for scale_source odometry")
     parser.add_argument("--metric-depth-topic", help="metric depth Image topic for scale_source depth")
-    parser.add_argument("--namespace", default="/page4d", help="namespace of the output topics (default /page4d)")
+    parser.add_argument(
+        "--namespace", default="/page4d", help="namespace of the output topics (default /page4d)"
+    )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     return parser
 
@@ -283,8 +338,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     rejected = ", ".join(f"{kind}: {count}" for kind, count in sorted(summary.rejected.items())) or "none"
     print(
-        f"page4d-bag: {summary.images_read} images read from {summary.image_topic}, {summary.frames_published} "
-        f"frames written to {args.output} (rejected: {rejected})"
+        f"page4d-bag: {summary.images_read} images read from {summary.image_topic}, "
+        f"{summary.frames_published} frames written to {args.output} (rejected: {rejected})"
     )
     return 0
 

@@ -66,6 +66,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--gt-format", choices=GT_FORMATS, default="auto", help="ground-truth layout")
     parser.add_argument("--sintel-scene", default=None, help="scene name when --gt is an MPI Sintel root")
     parser.add_argument(
+        "--gt-start", type=int, default=0, help="first ground-truth frame to score (default: 0)"
+    )
+    parser.add_argument("--gt-stop", type=int, default=None, help="ground-truth frame to stop before")
+    parser.add_argument(
+        "--gt-stride", type=int, default=1, help="score every n-th ground-truth frame (TUM protocol: 3)"
+    )
+    parser.add_argument(
         "--max-dt-ms",
         type=float,
         default=5.0,
@@ -89,11 +96,17 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"give --pred and --gt in pairs: got {len(args.pred)} --pred and {len(args.gt)} --gt")
     if args.max_dt_ms < 0 or args.rpe_delta < 1 or args.max_points < 0:
         parser.error("--max-dt-ms must be >= 0, --rpe-delta >= 1 and --max-points >= 0")
+    if args.gt_start < 0 or args.gt_stride < 1:
+        parser.error("--gt-start must be >= 0 and --gt-stride >= 1")
     results = []
     for pred_path, gt_path in zip(args.pred, args.gt):
         try:
             gt_options = {"scene": args.sintel_scene} if args.sintel_scene else {}
-            gt = load_sequence(gt_path, args.gt_format, **gt_options)
+            gt = load_sequence(gt_path, args.gt_format, **gt_options)[
+                args.gt_start : args.gt_stop : args.gt_stride
+            ]
+            if len(gt) == 0:
+                raise ValueError("no ground-truth frame left after --gt-start/--gt-stop/--gt-stride")
             prediction = load_prediction(pred_path, args.pred_namespace, args.pred_format)
             result = evaluate(
                 prediction,

@@ -86,7 +86,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"page4d-train: error: {error}", file=sys.stderr)
         return 2
     print(
-        f"page4d-train: stopped at step {trainer.step}, last loss {last.get('loss', float('nan')):.4f}, out {args.out}"
+        f"page4d-train: stopped at step {trainer.step}, "
+        f"last loss {last.get('loss', float('nan')):.4f}, out {args.out}"
     )
     return 0
 

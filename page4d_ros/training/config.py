@@ -21,9 +21,9 @@ AMP_MODES = ("auto", "bf16", "off")
 class TrainConfig:
     """Everything a training run needs; ``TrainConfig.from_dict`` validates a (YAML) mapping.
 
-    ``trainable``: ``"all"`` trains every parameter (from scratch); ``"middle"`` trains only the middle frame and
-    global blocks plus the mask head, the PAGE-4D fine-tuning set (blocks 10-19 of 24; ``middle_blocks`` overrides
-    the ``[start, end)`` range, otherwise it scales with the model depth).
+    ``trainable``: ``"all"`` trains every parameter (from scratch); ``"middle"`` trains only the middle frame
+    and global blocks plus the mask head, the PAGE-4D fine-tuning set (blocks 10-19 of 24; ``middle_blocks``
+    overrides the ``[start, end)`` range, otherwise it scales with the model depth).
     """
 
     model: str | dict = "page4d-small"
@@ -151,26 +151,32 @@ PRESETS: dict[str, dict[str, Any]] = {
     "page4d-small": {
         "model": "page4d-small",
         "trainable": "all",
-        "steps": 3000,
-        "batch_size": 4,
+        "steps": 800,
+        "batch_size": 1,
         "lr": 3e-4,
         "mask_head_lr": 6e-4,
         "mask": {"mode": "hold"},
         "mask_supervision_weight": 1.0,
+        "val_every": 50,
+        "checkpoint_every": 50,
         "data": {
-            "num_sequences": 64,
+            "num_sequences": 48,
             "frames_per_sequence": 24,
-            "min_frames": 4,
-            "max_frames": 6,
+            "width": 112,
+            "height": 84,
+            "min_frames": 2,
+            "max_frames": 4,
             "max_stride": 3,
             "generator_kwargs": _SYNTHETIC_VARIETY,
         },
         "val_data": {
             "num_sequences": 4,
             "frames_per_sequence": 24,
+            "width": 112,
+            "height": 84,
             "seed": 900000,
-            "min_frames": 6,
-            "max_frames": 6,
+            "min_frames": 4,
+            "max_frames": 4,
             "generator_kwargs": _SYNTHETIC_VARIETY,
         },
     },

@@ -1,8 +1,9 @@
 """Training windows from synthetic dynamic sequences, with ground truth normalised like VGGT.
 
-A :class:`SequencePool` holds whole sequences (generated with :func:`page4d_ros.synthetic.generate_sequence`, in
-parallel, optionally cached to disk as ``.npz``); :func:`sample_batch` draws windows of consecutive frames from it
-with a generator seeded by ``(seed, step)``, so the batch of a step never depends on what ran before (exact resume).
+A :class:`SequencePool` holds whole sequences (generated with :func:`page4d_ros.synthetic.generate_sequence`,
+in parallel, optionally cached to disk as ``.npz``); :func:`sample_batch` draws windows of consecutive frames
+from it with a generator seeded by ``(seed, step)``, so the batch of a step never depends on what ran before
+(exact resume).
 
 Normalisation (``vggt_spec.md`` section 8): all cameras and points are expressed in the first frame's camera
 coordinates, then translations, depths and points are divided by the mean distance of the valid ground-truth
@@ -124,7 +125,7 @@ class DataConfig:
             raise ValueError(f"image size must be positive, got {self.width}x{self.height}")
 
     def sequence_kwargs(self, index: int) -> dict:
-        """Keyword arguments of ``generate_sequence`` for sequence ``index`` (cycling through ``generator_kwargs``)."""
+        """Keyword arguments of ``generate_sequence`` for sequence ``index`` (cycles ``generator_kwargs``)."""
         extra = self.generator_kwargs[index % len(self.generator_kwargs)] if self.generator_kwargs else {}
         return {
             "seed": self.seed + index,
@@ -202,7 +203,7 @@ def normalize_window(
         ``world_points [S, H, W, 3]`` (in the first camera's frame, scaled), ``valid [S, H, W]`` and the scale
         (mean distance before scaling) that everything was divided by.
     """
-    frames, height, width = depth.shape
+    _, height, width = depth.shape
     valid = np.isfinite(depth) & (depth > 0)
     T_first_world = np.linalg.inv(T_world_cam[0])
     T_first_cam = T_first_world[None] @ T_world_cam  # [S, 4, 4] first-camera-from-camera
@@ -224,7 +225,7 @@ def normalize_window(
 
 
 def sample_window(sequence: SequenceData, num_frames: int, rng: np.random.Generator, max_stride: int) -> dict:
-    """Cut one normalised window of ``num_frames`` frames (random start, stride and direction) from a sequence."""
+    """A normalised window of ``num_frames`` frames (random start, stride, direction) from a sequence."""
     stride = int(rng.integers(1, max_stride + 1))
     while stride > 1 and (num_frames - 1) * stride >= sequence.num_frames:
         stride -= 1
@@ -254,9 +255,9 @@ def sample_batch(
 ) -> dict[str, torch.Tensor]:
     """The batch of training step ``step``: ``batch_size`` windows with one frame count, as tensors.
 
-    Deterministic in ``(config.seed, step)``. Keys: ``images [B,S,3,H,W]`` in [0, 1], ``extrinsics [B,S,3,4]``,
-    ``intrinsics [B,S,3,3]``, ``depth [B,S,H,W]``, ``world_points [B,S,H,W,3]``, ``point_mask`` and
-    ``dynamic_mask`` ``[B,S,H,W]`` bool.
+    Deterministic in ``(config.seed, step)``. Keys: ``images [B,S,3,H,W]`` in [0, 1], ``extrinsics
+    [B,S,3,4]``, ``intrinsics [B,S,3,3]``, ``depth [B,S,H,W]``, ``world_points [B,S,H,W,3]``, ``point_mask``
+    and ``dynamic_mask`` ``[B,S,H,W]`` bool.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")

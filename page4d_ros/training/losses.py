@@ -3,11 +3,12 @@
 All losses follow the structure of the VGGT training objective that PAGE-4D reuses
 (``page4d_spec.md`` section 3, ``vggt_spec.md`` section 8):
 
-- camera: L1 on the 9-d pose encoding ``[t(3), q(4), fov(2)]``, one term per camera-head iteration with weight
-  ``gamma ** (n - 1 - i)``, averaged over the iterations; translation, rotation and FoV parts weighted separately;
-- depth / point maps: aleatoric confidence-weighted regression ``gamma * |pred - gt| * conf - alpha * log(conf)``
-  with a multi-scale gradient term (``"grad"`` for depth, surface-normal ``"normal"`` for point maps) and an
-  optional quantile filter that drops the largest residuals.
+- camera: L1 on the 9-d pose encoding ``[t(3), q(4), fov(2)]``, one term per camera-head iteration with
+  weight ``gamma ** (n - 1 - i)``, averaged over the iterations; translation, rotation and FoV parts weighted
+  separately;
+- depth / point maps: aleatoric confidence-weighted regression
+  ``gamma * |pred - gt| * conf - alpha * log(conf)`` with a multi-scale gradient term (``"grad"`` for depth,
+  surface-normal ``"normal"`` for point maps) and an optional quantile filter dropping the largest residuals.
 
 Tensors are ``[B, S, H, W, C]`` predictions, ``[B, S, H, W]`` confidences and boolean validity masks.
 """
@@ -132,9 +133,9 @@ def gradient_loss(
 ) -> torch.Tensor:
     """Gradient-matching loss on images ``[N, H, W, C]``.
 
-    The residual ``d = (pred - gt) * mask`` is differenced along x and y; each absolute difference counts where
-    both neighbours are valid, optionally confidence-weighted (``gamma * g * conf - alpha * log conf``, with the
-    confidence of the second pixel of the pair). The sum is divided by the number of valid elements.
+    The residual ``d = (pred - gt) * mask`` is differenced along x and y; each absolute difference counts
+    where both neighbours are valid, optionally confidence-weighted (``gamma * g * conf - alpha * log conf``,
+    with the confidence of the second pixel of the pair). The sum is divided by the number of valid elements.
     """
     valid = mask[..., None].expand_as(prediction).to(prediction.dtype)
     count = valid.sum()
@@ -159,9 +160,9 @@ def point_map_normals(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Four surface normals per pixel of a point map ``[N, H, W, 3]`` from its 4-neighbourhood.
 
-    The normals are the normalised cross products (up x left), (left x down), (down x right), (right x up) of the
-    vectors from the centre to each neighbour. Returns ``normals [4, N, H, W, 3]`` and ``valid [4, N, H, W]``
-    (the centre and both neighbours of a pair valid; border neighbours count as invalid).
+    The normals are the normalised cross products (up x left), (left x down), (down x right), (right x up) of
+    the vectors from the centre to each neighbour. Returns ``normals [4, N, H, W, 3]`` and ``valid [4, N, H,
+    W]`` (the centre and both neighbours of a pair valid; border neighbours count as invalid).
     """
     padded = F.pad(points.permute(0, 3, 1, 2), (1, 1, 1, 1)).permute(0, 2, 3, 1)
     padded_mask = F.pad(mask.float(), (1, 1, 1, 1)) > 0.5
@@ -227,7 +228,7 @@ def multi_scale_gradient_loss(
     gamma: float,
     alpha: float,
 ) -> torch.Tensor:
-    """Average of a gradient loss (``"grad"`` or ``"normal"``) over ``scales`` strided sub-samplings (1, 2, 4, ...)."""
+    """Mean of a gradient loss (``"grad"`` or ``"normal"``) over ``scales`` strided sub-samplings."""
     function = gradient_loss if kind == "grad" else normal_loss
     total = prediction.new_zeros(())
     for scale in range(scales):
@@ -303,14 +304,16 @@ def dense_regression_loss(
 def mask_supervision_loss(dynamics_map: torch.Tensor, dynamic_fraction: torch.Tensor) -> torch.Tensor:
     """Optional auxiliary loss tying the mask head to ground-truth motion (not part of the PAGE-4D recipe).
 
-    ``dynamics_map`` ``[B, S, Hp, Wp]`` lies in (-0.5, 0.5); ``dynamic_fraction`` is the fraction of dynamic pixels
-    in each patch. The convention is **negative = dynamic**, so that the dynamics-aware attention (which pushes
-    camera queries away from patches with negative values) suppresses moving patches for pose, as PAGE-4D intends.
-    The loss is the binary cross-entropy of ``p_dynamic = 0.5 - dynamics_map`` against the fraction.
+    ``dynamics_map`` ``[B, S, Hp, Wp]`` lies in (-0.5, 0.5); ``dynamic_fraction`` is the fraction of dynamic
+    pixels in each patch. The convention is **negative = dynamic**, so that the dynamics-aware attention
+    (which pushes camera queries away from patches with negative values) suppresses moving patches for pose,
+    as PAGE-4D intends. The loss is the binary cross-entropy of ``p_dynamic = 0.5 - dynamics_map`` against the
+    fraction.
     """
     if dynamics_map.shape != dynamic_fraction.shape:
         raise ValueError(
-            f"dynamics_map {tuple(dynamics_map.shape)} and dynamic_fraction {tuple(dynamic_fraction.shape)} differ"
+            f"dynamics_map {tuple(dynamics_map.shape)} and "
+            f"dynamic_fraction {tuple(dynamic_fraction.shape)} differ"
         )
     probability = (0.5 - dynamics_map.float()).clamp(1e-4, 1 - 1e-4)
     return F.binary_cross_entropy(probability, dynamic_fraction.float())

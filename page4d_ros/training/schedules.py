@@ -27,9 +27,9 @@ def mask_strength(step: int, hold_steps: int, end_steps: int) -> float:
 class MaskSchedule:
     """Mask strength (attention-bias scale) over training.
 
-    Modes: ``"hold"`` keeps the mask at full strength throughout (the released *mask* variant); ``"cosine"`` holds
-    it for ``hold_fraction`` of the run, then decays it with a half cosine to 0 at ``end_fraction`` and keeps it
-    off (the *nomask* / training-only variant, 6000 / 10000 steps upstream); ``"off"`` never uses it.
+    Modes: ``"hold"`` keeps the mask at full strength throughout (the released *mask* variant); ``"cosine"``
+    holds it for ``hold_fraction`` of the run, then decays it with a half cosine to 0 at ``end_fraction`` and
+    keeps it off (the *nomask* / training-only variant, 6000 / 10000 steps upstream); ``"off"`` never uses it.
     """
 
     mode: str = "cosine"
@@ -64,8 +64,8 @@ class MaskSchedule:
 
 
 def warmup_cosine_factor(step: int, total_steps: int, warmup_fraction: float, min_factor: float) -> float:
-    """LR multiplier: linear warmup from ``min_factor`` to 1 over ``warmup_fraction`` of the run, then a cosine to
-    ``min_factor`` at ``total_steps``."""
+    """LR multiplier: linear warmup from ``min_factor`` to 1 over ``warmup_fraction`` of the run, then a
+    cosine to ``min_factor`` at ``total_steps``."""
     if total_steps <= 0:
         raise ValueError(f"total_steps must be > 0, got {total_steps}")
     warmup = round(warmup_fraction * total_steps)

@@ -1,7 +1,7 @@
-"""The PAGE-4D trainer: from-scratch training of small models and middle-block fine-tuning of VGGT checkpoints.
+"""The PAGE-4D trainer: from-scratch training of small models, middle-block fine-tuning of VGGT checkpoints.
 
-One :class:`Trainer` owns the model, the AdamW optimiser with per-group warmup + cosine schedules, the data pool
-and the run folder::
+One :class:`Trainer` owns the model, the AdamW optimiser with per-group warmup + cosine schedules, the data
+pool and the run folder::
 
     out/
       train_state.pt      full state for exact resume (model, optimiser, scheduler, step, RNG, history)
@@ -86,11 +86,8 @@ def select_trainable(
         if middle_blocks is None and isinstance(masked, range) and len(masked) > 0:
             middle_blocks = [masked.start, masked.stop]
         start, end = middle_block_range(depth, middle_blocks)
-        prefixes = tuple(
-            f"aggregator.{kind}_blocks.{index}."
-            for kind in ("frame", "global")
-            for index in range(start, end)
-        ) + (MASK_HEAD_PREFIX,)
+        blocks = [f"aggregator.{kind}_blocks.{i}." for kind in ("frame", "global") for i in range(start, end)]
+        prefixes = (*blocks, MASK_HEAD_PREFIX)
     else:
         raise ValueError(f"trainable must be 'all' or 'middle', got {trainable!r}")
     names = []
@@ -145,7 +142,8 @@ class Trainer:
         else:
             if config.trainable == "middle":
                 raise ValueError(
-                    "trainable 'middle' fine-tunes a pretrained checkpoint: set init_checkpoint (e.g. VGGT-1B weights)"
+                    "trainable 'middle' fine-tunes a pretrained checkpoint: "
+                    "set init_checkpoint (e.g. VGGT-1B weights)"
                 )
             self.model = build_model(config.model)
         self.model.to(self.device)
@@ -200,7 +198,7 @@ class Trainer:
             self.val_pool = SequencePool.from_config(self.config.val_data)
 
     def _batch_loader(self, start: int, stop: int) -> torch.utils.data.DataLoader:
-        """The batches of steps ``start..stop-1`` in order, prepared by ``config.loader_workers`` processes."""
+        """The batches of steps ``start..stop-1`` in order, prepared by ``config.loader_workers`` workers."""
         steps = _StepBatches(self.pool, self.config.data, self.config.batch_size, start, stop)
         workers = self.config.loader_workers
         return torch.utils.data.DataLoader(
@@ -305,7 +303,7 @@ class Trainer:
         return {f"val_{key}": value for key, value in totals.items()}
 
     def run(self, max_steps: int | None = None) -> dict[str, float]:
-        """Train until ``config.steps`` (or ``max_steps`` more steps, or the time limit), saving as configured."""
+        """Train until ``config.steps`` (or ``max_steps`` more steps, or the time limit), saving as set up."""
         config = self.config
         self._ensure_data()
         (self.out_dir / CONFIG_FILE).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
@@ -409,7 +407,7 @@ class Trainer:
 
 
 class _StepBatches(torch.utils.data.Dataset):
-    """Map-style dataset whose item ``i`` is the batch of step ``start + i`` (deterministic, so order-safe)."""
+    """Map-style dataset whose item ``i`` is the batch of step ``start + i`` (deterministic: order-safe)."""
 
     def __init__(
         self, pool: SequencePool, config: DataConfig, batch_size: int, start: int, stop: int

@@ -23,7 +23,7 @@ def _load_reference(shared_dir: Path, name: str) -> dict[str, Any]:
 
 @pytest.fixture(scope="session")
 def vggt_ref(shared_dir: Path) -> dict[str, Any]:
-    """vggt_small_ref.pt: config, images, state_dict and upstream float64 outputs (vggt_spec.md section 12)."""
+    """vggt_small_ref.pt: config, images, state_dict, upstream float64 outputs (vggt_spec.md section 12)."""
     return _load_reference(shared_dir, "vggt_small_ref.pt")
 
 

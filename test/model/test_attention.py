@@ -23,7 +23,9 @@ def _page4d_like_biases(batch: int, frames: int, tokens_per_frame: int, special:
     query_bias = torch.zeros(batch, frames, tokens_per_frame, dtype=torch.float64)
     query_bias[:, :, :special] = alpha
     key_bias = torch.zeros(batch, frames, tokens_per_frame, dtype=torch.float64)
-    key_bias[:, :, special:] = torch.rand(batch, frames, tokens_per_frame - special, generator=generator) - 0.5
+    key_bias[:, :, special:] = (
+        torch.rand(batch, frames, tokens_per_frame - special, generator=generator) - 0.5
+    )
     return query_bias.reshape(batch, -1), key_bias.reshape(batch, -1)
 
 
@@ -56,9 +58,9 @@ def test_bias_trick_keeps_bias_accurate_in_bfloat16():
     actual = attention_with_query_key_bias(q16, k16, v16, query_bias.float(), key_bias.float())
     # Error budget of bf16 q/k/v themselves: the hi/lo split adds almost nothing, whereas a single bf16 bias
     # channel is ~5x worse on this input (0.047 vs 0.0096).
-    baseline = _explicit_biased_attention(
-        q16.double(), k16.double(), v16.double(), query_bias, key_bias
-    ).to(torch.bfloat16)
+    baseline = _explicit_biased_attention(q16.double(), k16.double(), v16.double(), query_bias, key_bias).to(
+        torch.bfloat16
+    )
     error = (actual.double() - expected).abs().max()
     baseline_error = (baseline.double() - expected).abs().max()
     assert error <= 1.5 * baseline_error
@@ -87,3 +89,18 @@ def test_rope_leaves_special_tokens_and_matches_rotation_formula():
 def test_rope_rejects_head_dim_not_multiple_of_four():
     with pytest.raises(ValueError, match="divisible by 4"):
         RotaryPositionEmbedding2D().tables(patch_positions(1, 1, 1), 6, torch.float32)
+
+
+def test_bias_trick_under_cpu_autocast_splits_for_the_autocast_dtype():
+    generator = torch.Generator().manual_seed(2)
+    shape = (1, 2, 42, 64)
+    q, k, v = (torch.randn(shape, dtype=torch.float64, generator=generator) for _ in range(3))
+    query_bias, key_bias = _page4d_like_biases(1, 2, 21, 5, 64.0)
+    expected = _explicit_biased_attention(q, k, v, query_bias, key_bias)
+    q16, k16, v16 = (t.to(torch.bfloat16) for t in (q, k, v))
+    baseline = _explicit_biased_attention(q16.double(), k16.double(), v16.double(), query_bias, key_bias)
+    baseline_error = (baseline.to(torch.bfloat16).double() - expected).abs().max()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        actual = attention_with_query_key_bias(q.float(), k.float(), v.float(), query_bias, key_bias)
+    assert actual.dtype == torch.bfloat16
+    assert (actual.double() - expected).abs().max() <= 1.5 * baseline_error

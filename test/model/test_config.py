@@ -6,7 +6,12 @@ import pytest
 import torch
 
 from page4d_ros.model import PRESETS, build_model, resolve_config
-from page4d_ros.model.config import default_dpt_layers, default_mask_block, default_mask_global_blocks
+from page4d_ros.model.config import (
+    default_dpt_layers,
+    default_mask_block,
+    default_mask_global_blocks,
+    mask_schedule,
+)
 
 
 def test_depth_24_defaults_reproduce_upstream_indices():
@@ -78,6 +83,7 @@ def test_fixture_style_dict_and_preset_overrides(vggt_ref):
         ({"preset": "page4d-small", "camera_head_kwargs": {"depth": 2}}, "camera_head_kwargs"),
         ({"preset": "page4d-small", "camera_head_kwargs": {"num_heads": 3}}, "divisible"),
         ({"preset": "page4d-small", "dpt_out_channels": [32, 64, 128]}, "dpt_out_channels"),
+        ({"preset": "vggt-1b", "mask_hold_start": "soon"}, "mask_hold_start"),
     ],
 )
 def test_invalid_configs_raise_value_error(config, message):
@@ -88,3 +94,20 @@ def test_invalid_configs_raise_value_error(config, message):
 def test_unknown_keys_warn():
     with pytest.warns(UserWarning, match="embedding_dim"):
         resolve_config({"preset": "page4d-small", "embedding_dim": 3})
+
+
+def test_upstream_mask_schedule_arguments_map_to_mask_alpha():
+    # Released eval settings: nomask uses hold = end = 0, mask uses hold > 0 (page4d_spec.md section 2.1).
+    nomask = resolve_config({"preset": "vggt-1b", "mask_hold_start": 0, "mask_hold_end": 0})
+    mask = resolve_config({"preset": "vggt-1b", "mask_hold_start": 6000, "mask_hold_end": 10000})
+    assert nomask["mask_head"] and nomask["mask_alpha"] == 0.0
+    assert mask["mask_head"] and mask["mask_alpha"] == 64.0
+    explicit = resolve_config({"preset": "vggt-1b", "mask_hold_start": 5, "mask_alpha": 3.0})
+    assert explicit["mask_alpha"] == 3.0
+
+
+def test_mask_schedule_values():
+    assert mask_schedule(0, 6000, 10000) == 1.0
+    assert mask_schedule(8000, 6000, 10000) == pytest.approx(0.5)  # cos(pi/2) midway
+    assert mask_schedule(10000, 6000, 10000) == 0.0
+    assert mask_schedule(0, 0, 0) == 0.0

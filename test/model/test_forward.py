@@ -134,6 +134,7 @@ def test_gradients_flow_in_training_mode_with_checkpointing():
         (torch.zeros(1, 2, 3, 28, 28, dtype=torch.uint8), "floating point"),
         (torch.rand(1, 2, 3, 30, 28), "multiples of the patch size"),
         (torch.rand(1, 0, 3, 28, 28), "at least one frame"),
+        (torch.rand(1, 1, 3, 28, 28, device="meta"), "move one of them"),
     ],
 )
 def test_invalid_images_raise_value_error(tiny_model, images, message):

@@ -127,3 +127,17 @@ def test_page4d_mask_strength_can_be_changed_after_building(page4d_ref, small_pa
     assert rel_err(outputs["pose_enc"], reference["pose_enc"]) <= FP64_TOLERANCE
     with pytest.raises(ValueError, match="mask_alpha"):
         model.mask_alpha = -1.0
+
+
+def test_page4d_mask_variant_fp32_within_upstream_precision(page4d_ref, small_page4d, rel_err):
+    model = small_page4d(64.0, torch.float32)
+    with torch.inference_mode():
+        outputs = model(page4d_ref["images"])
+    reference = page4d_ref["outputs_fp64"]["alpha64"]
+    for key, tolerance in FP32_TOLERANCE.items():
+        assert rel_err(outputs[key], reference[key]) <= tolerance, key
+    batch, frames = outputs["dynamics_map"].shape[:2]
+    patch_values = reference["key_vis"].reshape(batch, frames, -1)[
+        :, :, -outputs["dynamics_map"][0, 0].numel() :
+    ]
+    assert rel_err(outputs["dynamics_map"].reshape(batch, frames, -1), patch_values) <= 1e-5

@@ -21,7 +21,9 @@ def test_decode_hand_example():
     fov_h, fov_w = 2 * math.atan(0.5), 2 * math.atan(1.0)
     pose_enc = torch.tensor([[1.0, 2.0, 3.0, 0.0, 0.0, half, half, fov_h, fov_w]], dtype=torch.float64)
     extrinsics, intrinsics = pose_encoding_to_extri_intri(pose_enc, (100, 200))
-    expected_rotation = torch.tensor([[0.0, -1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]], dtype=torch.float64)
+    expected_rotation = torch.tensor(
+        [[0.0, -1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]], dtype=torch.float64
+    )
     torch.testing.assert_close(extrinsics[0, :, :3], expected_rotation)
     torch.testing.assert_close(extrinsics[0, :, 3], torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64))
     # fy = (H/2)/tan(fov_h/2) = 50/0.5 = 100 ; fx = (W/2)/tan(fov_w/2) = 100/1 = 100 ; centre (W/2, H/2).

@@ -18,8 +18,8 @@ LONG_SIDE = 112
 
 @pytest.fixture(scope="session")
 def walk_sequence() -> SyntheticSequence:
-    """80 frames at 5 fps of a room with four movers (about 16 m of walking; movers visible most of the time)."""
-    return generate_sequence(3, 80, WIDTH, HEIGHT, num_movers=4, fps=5.0)
+    """52 frames at 5 fps (12 windows of 8, stride 4) of a room with four movers, about 10 m of walking."""
+    return generate_sequence(3, 52, WIDTH, HEIGHT, num_movers=4, fps=5.0)
 
 
 @pytest.fixture(scope="session")
@@ -116,7 +116,9 @@ def _mask_iou(results: list[FrameResult], oracle: OracleModel) -> float:
     from page4d_ros.synthetic.oracle import resample_to_network
 
     index = oracle.frame_indices(np.array([r.stamp_ns for r in results]))
-    truth = oracle.plan.crop_to_output(resample_to_network(oracle.sequence.dynamic_mask[index], oracle.plan, False))
+    truth = oracle.plan.crop_to_output(
+        resample_to_network(oracle.sequence.dynamic_mask[index], oracle.plan, False)
+    )
     predicted = np.stack([r.dynamic_mask == 255 for r in results])
     has_depth = np.stack([np.isfinite(r.depth) for r in results])
     intersection = np.count_nonzero(truth & predicted & has_depth)

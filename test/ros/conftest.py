@@ -93,10 +93,18 @@ def start_node(spawn_process: Callable[..., Any], tmp_path: Path) -> Callable[..
     def start(values: dict[str, Any]) -> Any:
         params = tmp_path / f"params_{len(list(tmp_path.glob('params_*.yaml')))}.yaml"
         params.write_text(yaml.safe_dump({"/**": {"ros__parameters": values}}))
+        log_path = tmp_path / f"proc{len(list(tmp_path.glob('proc*.log')))}.log"
         # One intra-op thread: on a shared 2-core machine torch's spinning threads slow inference 50-fold.
-        return spawn_process(
-            "-m", "page4d_ros.ros.node", "--ros-args", "--params-file", str(params), env={"OMP_NUM_THREADS": "1"}
+        process = spawn_process(
+            "-m",
+            "page4d_ros.ros.node",
+            "--ros-args",
+            "--params-file",
+            str(params),
+            env={"OMP_NUM_THREADS": "1"},
         )
+        process.log_path = log_path
+        return process
 
     return start
 
@@ -106,7 +114,9 @@ def stamp_of(header: Any) -> int:
     return int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)
 
 
-def image_message(array: np.ndarray, encoding: str, stamp_ns: int, frame_id: str, step: int | None = None) -> Any:
+def image_message(
+    array: np.ndarray, encoding: str, stamp_ns: int, frame_id: str, step: int | None = None
+) -> Any:
     """A sensor_msgs/Image filled by hand (independent of the package's builders)."""
     import array as pyarray
 
@@ -220,6 +230,20 @@ class RosProbe:
                 if status.name == name and status.level[0] == level and text in status.message:
                     return True
         return False
+
+    def wait_for_state(self, process: Any, state: str, timeout: float = 90.0) -> None:
+        """Wait until the node's diagnostics report lifecycle ``state``; else fail with the node's log."""
+
+        def reached() -> bool:
+            return (
+                process.poll() is not None
+                or self.diagnostic_values("page4d: node").get("lifecycle_state") == state
+            )
+
+        self.wait_for(reached, timeout)
+        if self.diagnostic_values("page4d: node").get("lifecycle_state") != state:
+            log = Path(process.log_path).read_text()[-3000:] if Path(process.log_path).exists() else ""
+            pytest.fail(f"node not '{state}' (exit code {process.poll()}); its log ends with:\n{log}")
 
     def close(self) -> None:
         """Stop spinning and destroy the node."""

@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 from diagnostic_msgs.msg import DiagnosticStatus
 from geometry_msgs.msg import PoseWithCovarianceStamped, TransformStamped
-from nav_msgs.msg import Odometry, Path as PathMsg
+from nav_msgs.msg import Odometry
+from nav_msgs.msg import Path as PathMsg
 from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
 from rcl_interfaces.srv import SetParameters
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
@@ -37,7 +38,9 @@ IMAGE_TOPICS = {
     "odometry": Odometry,
     "camera_pose": PoseWithCovarianceStamped,
 }
-TRANSIENT_LOCAL = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+TRANSIENT_LOCAL = QoSProfile(
+    depth=100, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL
+)
 BEST_EFFORT = QoSProfile(depth=100, reliability=ReliabilityPolicy.BEST_EFFORT)
 
 
@@ -49,28 +52,8 @@ def pose_matrix(position, orientation) -> np.ndarray:
     return T
 
 
-def wait_until_active(probe, timeout: float = 90.0) -> bool:
-    """Wait for the node's diagnostics to report the lifecycle state 'active'."""
-    return probe.wait_for(lambda: probe.diagnostic_values("page4d: node").get("lifecycle_state") == "active", timeout)
-
-
-def play(probe, sequence, ros_helpers, indices, rate_hz: float = 8.0, with_info: bool = True) -> list[int]:
-    """Publish frames ``indices`` of the sequence (camera_info first); returns their stamps."""
-    stamps = []
-    for index in indices:
-        stamp = int(sequence.stamps_ns[index])
-        if with_info:
-            probe.info_pub.publish(
-                ros_helpers.camera_info_message(sequence.K[index], sequence.width, sequence.height, stamp, sequence.frame_id)
-            )
-        probe.image_pub.publish(ros_helpers.image_message(sequence.rgb[index], "rgb8", stamp, sequence.frame_id))
-        stamps.append(stamp)
-        time.sleep(1.0 / rate_hz)
-    return stamps
-
-
 def test_node_outputs_services_and_tf_over_dds(
-    start_node, probe, tiny_checkpoint, synthetic_sequence, ros_helpers, tmp_path: Path
+    start_node, spawn_process, probe, tiny_checkpoint, synthetic_sequence, ros_helpers, tmp_path: Path
 ):
     seq = synthetic_sequence
     ns = ros_helpers.NAMESPACE
@@ -81,22 +64,28 @@ def test_node_outputs_services_and_tf_over_dds(
     probe.subscribe(f"{ns}/points", PointCloud2, qos=BEST_EFFORT, key="points_best_effort")
     probe.subscribe("/tf", TFMessage, key="tf")
     probe.subscribe("/tf_static", TFMessage, qos=TRANSIENT_LOCAL, key="tf_static")
-    probe.image_pub = probe.node.create_publisher(Image, f"{ns}/image", 10)
-    probe.info_pub = probe.node.create_publisher(CameraInfo, f"{ns}/camera_info", 10)
 
-    assert wait_until_active(probe), f"node never became active (exit code {node.poll()})"
-    assert probe.wait_for(lambda: probe.image_pub.get_subscription_count() > 0, 20.0)
-    assert probe.wait_for(lambda: probe.info_pub.get_subscription_count() > 0, 20.0)
-    time.sleep(0.5)
-    stamps = play(probe, seq, ros_helpers, range(len(seq)))
-    assert probe.wait_for(lambda: len(probe.messages("camera_pose")) >= len(stamps), 90.0), (
-        f"only {len(probe.messages('camera_pose'))} of {len(stamps)} frames came out"
+    probe.wait_for_state(node, "active")
+    # A separate process plays the synthetic sequence (same seed and size as the fixture) into the node.
+    size = ["--width", str(seq.width), "--height", str(seq.height)]
+    player_args = ["--seed", "3", "--frames", str(len(seq)), *size, "--movers", "2", "--rate", "8"]
+    player = spawn_process(str(Path(__file__).with_name("sequence_player.py")), *player_args)
+    stamps = [int(stamp) for stamp in seq.stamps_ns]
+    assert probe.wait_for(lambda: len(probe.messages("camera_pose")) >= len(stamps), 120.0), (
+        f"{len(probe.messages('camera_pose'))} of {len(stamps)} frames came out (player exit {player.poll()})"
     )
     time.sleep(0.5)
 
     # Every image output: the source header exactly, once per input frame, in order.
-    for topic in ("depth/image", "depth/camera_info", "rgb/image", "rgb/camera_info", "dynamic_mask/image",
-                  "dynamic_mask/camera_info", "points"):
+    for topic in (
+        "depth/image",
+        "depth/camera_info",
+        "rgb/image",
+        "rgb/camera_info",
+        "dynamic_mask/image",
+        "dynamic_mask/camera_info",
+        "points",
+    ):
         received = probe.messages(topic)
         assert [ros_helpers.stamp_of(m.header) for m in received] == stamps, topic
         assert {m.header.frame_id for m in received} == {seq.frame_id}, topic
@@ -134,7 +123,10 @@ def test_node_outputs_services_and_tf_over_dds(
     # PointCloud2 layout, and every point lies on its depth pixel (checks K, frame and cloud together).
     cloud = probe.messages("points")[index]
     assert [(f.name, f.offset, f.datatype, f.count) for f in cloud.fields] == [
-        ("x", 0, 7, 1), ("y", 4, 7, 1), ("z", 8, 7, 1), ("rgb", 12, 7, 1)
+        ("x", 0, 7, 1),
+        ("y", 4, 7, 1),
+        ("z", 8, 7, 1),
+        ("rgb", 12, 7, 1),
     ]
     assert cloud.height == 1 and cloud.point_step == 16 and cloud.row_step == 16 * cloud.width
     assert len(cloud.data) == cloud.row_step and cloud.is_dense and cloud.width > 100
@@ -205,9 +197,15 @@ def test_node_outputs_services_and_tf_over_dds(
         response = probe.call(SetParameters, f"{ros_helpers.NODE}/set_parameters", request)
         return response.results[0].successful
 
-    assert set_parameter("conf_percentile", ParameterValue(type=ParameterType.PARAMETER_DOUBLE, double_value=10.0))
-    assert not set_parameter("window_size", ParameterValue(type=ParameterType.PARAMETER_INTEGER, integer_value=6))
-    assert not set_parameter("max_depth_m", ParameterValue(type=ParameterType.PARAMETER_DOUBLE, double_value=-1.0))
+    assert set_parameter(
+        "conf_percentile", ParameterValue(type=ParameterType.PARAMETER_DOUBLE, double_value=10.0)
+    )
+    assert not set_parameter(
+        "window_size", ParameterValue(type=ParameterType.PARAMETER_INTEGER, integer_value=6)
+    )
+    assert not set_parameter(
+        "max_depth_m", ParameterValue(type=ParameterType.PARAMETER_DOUBLE, double_value=-1.0)
+    )
 
     # Another authority publishing odom -> camera_link: the node stops broadcasting and reports an ERROR.
     foreign = TransformStamped()
@@ -218,13 +216,16 @@ def test_node_outputs_services_and_tf_over_dds(
     assert probe.wait_for(lambda: tf_pub.get_subscription_count() >= 2, 10.0)
     tf_pub.publish(TFMessage(transforms=[foreign]))
     assert probe.wait_for(
-        lambda: probe.ever_diagnosed("page4d: tf", int.from_bytes(DiagnosticStatus.ERROR, "little"), "another node"), 10.0
+        lambda: probe.ever_diagnosed("page4d: tf", DiagnosticStatus.ERROR[0], "another node"), 10.0
     )
     probe.clear("tf")
     before = len(probe.messages("camera_pose"))
+    image_pub = probe.node.create_publisher(Image, f"{ns}/image", 10)
+    assert probe.wait_for(lambda: image_pub.get_subscription_count() > 0, 10.0)
+    time.sleep(0.3)
     later = seq.stamps_ns[-1] + np.arange(1, 5) * 33_333_333
     for offset, stamp in enumerate(later):
-        probe.image_pub.publish(ros_helpers.image_message(seq.rgb[offset], "rgb8", int(stamp), seq.frame_id))
+        image_pub.publish(ros_helpers.image_message(seq.rgb[offset], "rgb8", int(stamp), seq.frame_id))
         time.sleep(0.125)
     assert probe.wait_for(lambda: len(probe.messages("camera_pose")) >= before + 2, 60.0)
     own = [t for m in probe.messages("tf") for t in m.transforms if t.header.stamp.sec != 5]

@@ -26,7 +26,7 @@ def test_normalize_window_hand_case() -> None:
     expected_scale = (2.0 + math.sqrt(5.0)) / 2.0
     assert scale == pytest.approx(expected_scale)
     np.testing.assert_allclose(extrinsics[0], np.eye(4)[:3])
-    # The second camera sits at x = 1 in first-camera coordinates: camera-from-first translation is -1 / scale.
+    # The second camera sits at x = 1 in first-camera coordinates: its translation is -1 / scale.
     np.testing.assert_allclose(extrinsics[1][:, :3], np.eye(3))
     np.testing.assert_allclose(extrinsics[1][:, 3], [-1.0 / expected_scale, 0.0, 0.0])
     np.testing.assert_allclose(points[0, 0, 0], [0.0, 0.0, 2.0 / expected_scale])

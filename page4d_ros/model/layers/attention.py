@@ -25,6 +25,14 @@ def _split_high_low(values: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Ten
     return high, low
 
 
+def _sdpa_compute_dtype(q: torch.Tensor) -> torch.dtype:
+    """The dtype SDPA will compute in: the autocast dtype when autocast is on for q's device."""
+    device_type = q.device.type
+    if q.is_floating_point() and torch.is_autocast_enabled(device_type):
+        return torch.get_autocast_dtype(device_type)
+    return q.dtype
+
+
 def attention_with_query_key_bias(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, query_bias: torch.Tensor, key_bias: torch.Tensor
 ) -> torch.Tensor:
@@ -38,10 +46,12 @@ def attention_with_query_key_bias(
     in the released model, where a single bf16 channel would be off by ~0.1 in the logits).
     """
     batch, heads, tokens, head_dim = q.shape
-    work_dtype = torch.float64 if q.dtype == torch.float64 else torch.float32
+    compute_dtype = _sdpa_compute_dtype(q)
+    q, k, v = q.to(compute_dtype), k.to(compute_dtype), v.to(compute_dtype)
+    work_dtype = torch.float64 if compute_dtype == torch.float64 else torch.float32
     query_scaled = query_bias.to(work_dtype) * math.sqrt(head_dim)
-    a_hi, a_lo = _split_high_low(query_scaled, q.dtype)
-    c_hi, c_lo = _split_high_low(key_bias.to(work_dtype), k.dtype)
+    a_hi, a_lo = _split_high_low(query_scaled, compute_dtype)
+    c_hi, c_lo = _split_high_low(key_bias.to(work_dtype), compute_dtype)
     padded_dim = -(-(head_dim + _BIAS_CHANNELS) // _HEAD_DIM_ALIGNMENT) * _HEAD_DIM_ALIGNMENT
     zero_pad = padded_dim - head_dim - _BIAS_CHANNELS
 

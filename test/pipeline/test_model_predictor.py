@@ -1,0 +1,88 @@
+"""``ModelPredictor`` with the real network code: a tiny random PAGE-4D end to end, and sign normalisation."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from page4d_ros.pipeline import ModelPredictor, StreamingPipeline
+from page4d_ros.pipeline.predictor import _has_mask_head
+
+model_package = pytest.importorskip("page4d_ros.model", reason="the network package is not importable")
+
+
+class ConstantNetwork(torch.nn.Module):
+    """Returns fixed outputs of the network's format: identity poses, 90 degree FoV, depth 2, a given map."""
+
+    def __init__(self, dynamics_value: np.ndarray) -> None:
+        super().__init__()
+        self.dynamics_value = torch.from_numpy(dynamics_value)
+        self.has_mask_head = True
+
+    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        batch, frames, _, height, width = images.shape
+        pose = torch.tensor([0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0, math.pi / 2, math.pi / 2])
+        return {
+            "pose_enc": pose.expand(batch, frames, 9),
+            "depth": torch.full((batch, frames, height, width, 1), 2.0),
+            "depth_conf": torch.full((batch, frames, height, width), 3.0),
+            "dynamics_map": self.dynamics_value.expand(batch, frames, *self.dynamics_value.shape),
+        }
+
+
+def test_outputs_are_converted_to_numpy_geometry():
+    predictor = ModelPredictor(ConstantNetwork(np.full((2, 3), -0.3, np.float32)))
+    prediction = predictor.predict(np.zeros((2, 3, 28, 42), np.float32), np.array([1, 2]))
+    np.testing.assert_allclose(prediction.extrinsics[:, :, :3], np.tile(np.eye(3), (2, 1, 1)), atol=1e-6)
+    # FoV 90 degrees: f = (size / 2) / tan(45 deg) = size / 2; principal point at the image centre.
+    np.testing.assert_allclose(prediction.intrinsics[0], [[21, 0, 21], [0, 14, 14], [0, 0, 1]], atol=1e-4)
+    assert prediction.depth.shape == (2, 28, 42) and prediction.depth.dtype == np.float32
+    assert predictor.has_dynamics_map
+
+
+@pytest.mark.parametrize(
+    ("raw", "sign", "expected"),
+    [(-0.3, "auto", -0.3), (0.3, "auto", -0.3), (0.3, "positive", 0.3), (0.3, "negative", -0.3)],
+)
+def test_dynamics_sign_is_normalised(raw, sign, expected):
+    raw_map = np.full((2, 3), raw, np.float32)
+    raw_map[0, 0] = -raw  # one minority patch with the other sign
+    predictor = ModelPredictor(ConstantNetwork(raw_map), dynamics_sign=sign)
+    prediction = predictor.predict(np.zeros((1, 3, 28, 42), np.float32), np.array([1]))
+    assert prediction.dynamics[0, 1, 1] == pytest.approx(expected)
+    assert prediction.dynamics[0, 0, 0] == pytest.approx(-expected)
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="dynamics_sign"):
+        ModelPredictor(ConstantNetwork(np.zeros((1, 1), np.float32)), dynamics_sign="up")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            ModelPredictor(ConstantNetwork(np.zeros((1, 1), np.float32)), device="cuda")
+
+
+def test_tiny_random_page4d_runs_through_the_pipeline(walk_sequence, oracle_config, frames_of):
+    torch.manual_seed(0)
+    model = model_package.build_model("page4d-small")
+    assert _has_mask_head(model)
+    predictor = ModelPredictor(model)
+    config = oracle_config(model_long_side=56, window_size=4, window_stride=2)
+    pipeline = StreamingPipeline(config, predictor)
+    results = []
+    for frame in frames_of(walk_sequence)[:6]:
+        results.extend(pipeline.push(frame))
+    results.extend(pipeline.flush())
+    assert [r.stamp_ns for r in results] == list(walk_sequence.stamps_ns[:6])
+    for result in results:
+        assert (result.width, result.height) == (56, 42)
+        assert result.depth.shape == result.dynamic_mask.shape == (42, 56)
+        assert result.rgb.shape == (42, 56, 3)
+        assert np.all(np.isfinite(result.T_world_cam))
+        assert np.all(np.isfinite(result.K))
+        assert result.points.shape[1] == 3 and np.all(np.isfinite(result.points))
+        assert result.points.shape[0] == result.colors.shape[0] == result.point_is_dynamic.shape[0]
+    assert pipeline.stats.windows == 2  # frames 1-4, then 3-6
+    assert pipeline.stats.mean_inference_ms > 0

@@ -1,0 +1,236 @@
+"""``page4d-bag``: every frame of a rosbag2 (MCAP) or ROS 1 bag in, the node's topics out, deterministic."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from page4d_ros.tools import bag
+
+FRAMES = 10
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A ~0.3 M-parameter random network with finite camera predictions (see test/ros/conftest.py)."""
+    import torch
+
+    from page4d_ros.model import PRESETS, build_model, save_checkpoint
+
+    config = {
+        **PRESETS["page4d-small"],
+        "img_size": 112,
+        "embed_dim": 32,
+        "depth": 2,
+        "num_heads": 2,
+        "dino_depth": 1,
+        "dino_num_heads": 2,
+        "dpt_features": 16,
+        "dpt_out_channels": [8, 16, 32, 32],
+        "camera_head_kwargs": {"trunk_depth": 1, "num_heads": 2},
+        "mask_head_hidden": 16,
+    }
+    torch.manual_seed(0)
+    model = build_model(config)
+    with torch.no_grad():
+        model.camera_head.pose_branch.fc2.bias[6] = 0.5
+        model.camera_head.pose_branch.fc2.bias[7:9] = 0.3
+    return save_checkpoint(model, tmp_path_factory.mktemp("model") / "tiny.safetensors")
+
+
+@pytest.fixture(scope="module")
+def sequence():
+    """A short synthetic dynamic sequence."""
+    from page4d_ros.synthetic.scene import generate_sequence
+
+    return generate_sequence(5, FRAMES, 160, 120, camera_motion="orbit", num_movers=1)
+
+
+@pytest.fixture(scope="module")
+def input_bag(tmp_path_factory: pytest.TempPathFactory, sequence) -> Path:
+    """The sequence as an MCAP rosbag2 (camera, camera_info, ground-truth topics)."""
+    from page4d_ros.synthetic.writers import write_mcap
+
+    return write_mcap(sequence, tmp_path_factory.mktemp("bags") / "input")
+
+
+@pytest.fixture
+def params_file(tmp_path: Path, tiny_checkpoint: Path) -> Path:
+    """A node parameters file for a fast CPU run."""
+    values = {
+        "checkpoint_path": str(tiny_checkpoint),
+        "device": "cpu",
+        "window_size": 4,
+        "window_stride": 2,
+        "model_long_side": 112,
+        "require_metric_for_tf": False,
+        "publish_optical_static_tf": True,
+    }
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump({"page4d": {"ros__parameters": values}}))
+    return path
+
+
+@pytest.fixture(autouse=True)
+def single_torch_thread():
+    """One intra-op thread: on the shared 2-core CI machine, spinning torch threads slow inference 50-fold."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def read_bag(path: Path) -> dict[str, list[tuple[int, object]]]:
+    """Topic -> [(log time, deserialised message)] of a bag."""
+    from rosbags.highlevel import AnyReader
+
+    out: dict[str, list[tuple[int, object]]] = {}
+    with AnyReader([path]) as reader:
+        for connection, timestamp, raw in reader.messages():
+            out.setdefault(connection.topic, []).append(
+                (timestamp, reader.deserialize(raw, connection.msgtype))
+            )
+    return out
+
+
+def stamp(msg) -> int:
+    return msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
+
+
+def test_bag_tool_writes_every_frame_with_source_headers(input_bag, params_file, sequence, tmp_path):
+    output = tmp_path / "out"
+    assert bag.main([str(input_bag), str(output), "--params", str(params_file), "--no-progress"]) == 0
+    topics = read_bag(output)
+    stamps = [int(s) for s in sequence.stamps_ns]
+    for topic in (
+        "depth/image",
+        "depth/camera_info",
+        "rgb/image",
+        "dynamic_mask/image",
+        "points",
+        "camera_pose",
+        "odometry",
+    ):
+        messages = topics[f"/page4d/{topic}"]
+        assert [stamp(m) for _, m in messages] == stamps, topic  # every frame, in order, source stamps
+        assert [t for t, _ in messages] == stamps, topic  # log time = header stamp
+    depth = topics["/page4d/depth/image"][3][1]
+    assert depth.encoding == "32FC1" and depth.header.frame_id == sequence.frame_id
+    values = np.frombuffer(depth.data.tobytes(), np.float32)
+    assert np.isnan(values).any() and np.all(values[np.isfinite(values)] > 0)
+    info = topics["/page4d/depth/camera_info"][3][1]
+    assert (info.width, info.height) == (depth.width, depth.height) == (112, 84)
+    pose = topics["/page4d/camera_pose"][0][1]
+    assert pose.header.frame_id == "odom"
+    ((_, path),) = topics["/page4d/path"]  # written once, with the whole trajectory
+    assert [stamp(p) for p in path.poses] == stamps
+    tf = [t for _, m in topics["/tf"] for t in m.transforms]
+    assert [stamp(t) for t in tf] == stamps and {t.child_frame_id for t in tf} == {"base_link"}
+    static = [t for _, m in topics["/tf_static"] for t in m.transforms]
+    assert [(t.header.frame_id, t.child_frame_id) for t in static] == [("base_link", sequence.frame_id)]
+
+
+def test_bag_tool_is_deterministic(input_bag, params_file, tmp_path):
+    first, second = tmp_path / "first", tmp_path / "second"
+    for output in (first, second):
+        assert bag.main([str(input_bag), str(output), "--params", str(params_file), "--no-progress"]) == 0
+    a, b = read_bag(first), read_bag(second)
+    assert sorted(a) == sorted(b)
+    for topic in ("/page4d/depth/image", "/page4d/points", "/page4d/dynamic_mask/image"):
+        for (_, x), (_, y) in zip(a[topic], b[topic]):
+            assert np.array_equal(x.data, y.data), topic
+    for (_, x), (_, y) in zip(a["/page4d/camera_pose"], b["/page4d/camera_pose"]):
+        p, q = x.pose.pose.position, y.pose.pose.position
+        assert (p.x, p.y, p.z) == (q.x, q.y, q.z)
+
+
+def test_bag_tool_reads_ros1_bags(params_file, sequence, tmp_path):
+    from rosbags.rosbag1 import Writer
+    from rosbags.typesys import Stores, get_typestore
+
+    store = get_typestore(Stores.ROS1_NOETIC)
+    Image, CameraInfo = store.types["sensor_msgs/msg/Image"], store.types["sensor_msgs/msg/CameraInfo"]
+    Header, Time = store.types["std_msgs/msg/Header"], store.types["builtin_interfaces/msg/Time"]
+    ROI = store.types["sensor_msgs/msg/RegionOfInterest"]
+    path = tmp_path / "input.bag"
+    with Writer(path) as writer:
+        image_conn = writer.add_connection("/cam/image_raw", Image.__msgtype__, typestore=store)
+        info_conn = writer.add_connection("/cam/camera_info", CameraInfo.__msgtype__, typestore=store)
+        for index in range(6):
+            t = int(sequence.stamps_ns[index])
+            header = Header(seq=index, stamp=Time(sec=t // 10**9, nanosec=t % 10**9), frame_id="cam_optical")
+            K = sequence.K[index]
+            info = CameraInfo(
+                header=header,
+                height=120,
+                width=160,
+                distortion_model="plumb_bob",
+                D=np.zeros(5),
+                K=K.reshape(-1),
+                R=np.eye(3).reshape(-1),
+                P=np.hstack([K, np.zeros((3, 1))]).reshape(-1),
+                binning_x=0,
+                binning_y=0,
+                roi=ROI(x_offset=0, y_offset=0, height=0, width=0, do_rectify=False),
+            )
+            writer.write(info_conn, t, store.serialize_ros1(info, CameraInfo.__msgtype__))
+            bgr = np.ascontiguousarray(sequence.rgb[index][:, :, ::-1])
+            image = Image(
+                header=header,
+                height=120,
+                width=160,
+                encoding="bgr8",
+                is_bigendian=0,
+                step=480,
+                data=bgr.reshape(-1),
+            )
+            writer.write(image_conn, t, store.serialize_ros1(image, Image.__msgtype__))
+    output = tmp_path / "out"
+    summary = bag.process_bag(
+        path, output, bag.validate_parameters(bag.load_parameters_file(params_file)), show_progress=False
+    )
+    assert (summary.images_read, summary.frames_published) == (6, 6)
+    assert summary.camera_info_topic == "/cam/camera_info" and not summary.rejected
+    rgb = read_bag(output)["/page4d/rgb/image"]
+    first = np.frombuffer(rgb[0][1].data.tobytes(), np.uint8).reshape(84, 112, 3)
+    # bgr8 input is converted to RGB: the output's mean colour follows the RGB input, not the BGR bytes.
+    mean_in = sequence.rgb[0].reshape(-1, 3).mean(0)
+    assert np.argmax(first.reshape(-1, 3).mean(0)) == np.argmax(mean_in)
+
+
+def test_bag_tool_reports_bad_arguments(input_bag, params_file, tmp_path, capsys):
+    assert bag.main([str(tmp_path / "missing"), str(tmp_path / "o1"), "--params", str(params_file)]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    existing = tmp_path / "exists"
+    existing.mkdir()
+    assert bag.main([str(input_bag), str(existing), "--params", str(params_file)]) == 2
+    assert "already exists" in capsys.readouterr().err
+    assert (
+        bag.main([str(input_bag), str(tmp_path / "o2"), "--params", str(params_file), "-p", "window_size=0"])
+        == 2
+    )
+    assert "window_size" in capsys.readouterr().err
+    corrupt = tmp_path / "corrupt.safetensors"
+    corrupt.write_bytes(b"not a checkpoint")
+    args = [
+        str(input_bag),
+        str(tmp_path / "o3"),
+        "--params",
+        str(params_file),
+        "-p",
+        f"checkpoint_path={corrupt}",
+    ]
+    assert bag.main(args) == 2
+    assert "cannot load checkpoint" in capsys.readouterr().err
+    assert (
+        bag.main(
+            [str(input_bag), str(tmp_path / "o4"), "--image-topic", "/nope", "--params", str(params_file)]
+        )
+        == 2
+    )
+    assert "/camera/image_raw" in capsys.readouterr().err
