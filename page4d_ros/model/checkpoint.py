@@ -31,12 +31,12 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from page4d_ros.model.config import resolve_config
-from page4d_ros.model.vggt import VGGT, build_model
+from page4d_ros.model.vggt import TRACK_HEAD_PREFIX, VGGT, build_model
 
 CONFIG_METADATA_KEY = "page4d_ros.config"
 """safetensors metadata entry holding the JSON model config in files written by :func:`save_checkpoint`."""
 
-SKIPPED_PREFIXES = ("track_head.",)
+SKIPPED_PREFIXES = (TRACK_HEAD_PREFIX,)
 _STRIPPED_PREFIXES = ("module.", "_orig_mod.")
 _WRAPPER_KEYS = ("model", "state_dict")
 _MASK_HEAD_PREFIX = "aggregator.spatial_mask_head."

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -12,6 +13,9 @@ from page4d_ros.model.aggregator import Aggregator
 from page4d_ros.model.camera_head import CameraHead
 from page4d_ros.model.config import resolve_config
 from page4d_ros.model.dpt_head import DPTHead
+
+TRACK_HEAD_PREFIX = "track_head."
+"""Key prefix of the released VGGT-1B track head, which this package does not implement."""
 
 
 class VGGT(nn.Module):
@@ -57,6 +61,25 @@ class VGGT(nn.Module):
             raise ValueError(f"mask_alpha must be a finite number >= 0, got {value!r}")
         self.aggregator.mask_alpha = value
         self.config["mask_alpha"] = value
+
+    def load_state_dict(
+        self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False
+    ) -> Any:
+        """``nn.Module.load_state_dict`` that accepts the released VGGT-1B layout unchanged.
+
+        The released checkpoint also holds ``track_head.*`` (point tracking, not implemented here): those keys
+        are dropped with a warning; every other key is matched as usual (strict by default).
+        """
+        track_keys = [key for key in state_dict if key.startswith(TRACK_HEAD_PREFIX)]
+        if track_keys:
+            warnings.warn(
+                f"ignoring {len(track_keys)} {TRACK_HEAD_PREFIX}* keys: this network has no track head",
+                stacklevel=2,
+            )
+            state_dict = {
+                key: value for key, value in state_dict.items() if not key.startswith(TRACK_HEAD_PREFIX)
+            }
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
     def _check_images(self, images: Any) -> torch.Tensor:
         if not isinstance(images, torch.Tensor):

@@ -63,6 +63,12 @@ def missing_dependencies() -> list[str]:
     return missing
 
 
+def ros_environment(domain_id: int) -> dict[str, str]:
+    """Environment that keeps the demo's DDS traffic on this machine and in its own domain, so it never talks
+    to another page4d node (a robot's, or a second demo) that uses the same topic names."""
+    return {"ROS_DOMAIN_ID": str(domain_id), "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST"}
+
+
 def node_parameters(args: argparse.Namespace) -> dict[str, Any]:
     """Parameters of the demo's node: CPU, the shipped (or given) model at its training resolution."""
     return {
@@ -87,7 +93,7 @@ def node_parameters(args: argparse.Namespace) -> dict[str, Any]:
 class DemoBridge:
     """The demo's rclpy side: publishes the recording and writes every output message into an MCAP bag."""
 
-    def __init__(self, bag_path: Path) -> None:
+    def __init__(self, bag_path: Path, domain_id: int) -> None:
         """Create the node, its publishers and raw (serialised) recording subscriptions."""
         import rclpy
         from diagnostic_msgs.msg import DiagnosticArray
@@ -100,8 +106,9 @@ class DemoBridge:
         from page4d_ros.ros.messages import RclpyMessageFactory
 
         message_classes = RclpyMessageFactory()
+        os.environ.update(ros_environment(domain_id))
         self.context = rclpy.context.Context()
-        rclpy.init(context=self.context)
+        rclpy.init(context=self.context, domain_id=domain_id)
         self.node = rclpy.create_node("page4d_demo", context=self.context)
         reliable = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
         self.image_pub = self.node.create_publisher(Image, f"{NAMESPACE}/image", reliable)
@@ -205,10 +212,10 @@ def run_node_over_dds(args: argparse.Namespace, sequence: Any, out: Path) -> dic
     params = out / "node_params.yaml"
     params.write_text(yaml.safe_dump({"/**": {"ros__parameters": node_parameters(args)}}, sort_keys=False))
     log = open(out / "node.log", "w")  # noqa: SIM115 - closed below, after the process ends
-    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
+    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), **ros_environment(args.domain_id)}
     command = [sys.executable, "-m", "page4d_ros.ros.node", "--ros-args", "--params-file", str(params)]
     process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    bridge = DemoBridge(out / "output_bag")
+    bridge = DemoBridge(out / "output_bag", args.domain_id)
     timing: dict[str, Any] = {}
     try:
         if not wait_until(lambda: bridge.lifecycle_state == "active", args.startup_timeout, process):
@@ -390,7 +397,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--model-long-side", type=int, default=112, help="network input long side (pixels)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=2, help="torch threads of the node")
-    parser.add_argument("--startup-timeout", type=float, default=120.0)
+    parser.add_argument(
+        "--domain-id",
+        type=int,
+        default=101 + os.getpid() % 100,
+        help="ROS domain of the demo's node and recorder (default: a private one in 101-200)",
+    )
+    parser.add_argument("--startup-timeout", type=float, default=240.0)
     parser.add_argument("--output-timeout", type=float, default=120.0)
     return parser
 

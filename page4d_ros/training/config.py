@@ -151,14 +151,14 @@ PRESETS: dict[str, dict[str, Any]] = {
     "page4d-small": {
         "model": "page4d-small",
         "trainable": "all",
-        "steps": 800,
+        "steps": 200,
         "batch_size": 1,
         "lr": 3e-4,
         "mask_head_lr": 6e-4,
         "mask": {"mode": "hold"},
         "mask_supervision_weight": 1.0,
-        "val_every": 50,
-        "checkpoint_every": 50,
+        "val_every": 25,
+        "checkpoint_every": 20,
         "data": {
             "num_sequences": 48,
             "frames_per_sequence": 24,

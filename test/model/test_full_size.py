@@ -47,6 +47,18 @@ def test_full_size_keys_and_shapes_equal_official_lists(shared_dir, preset, key_
     assert len(official) - len(without_track) == TRACK_HEAD_KEYS
 
 
+def test_module_load_state_dict_accepts_the_official_layout_and_ignores_the_track_head(shared_dir):
+    official = _read_key_list(shared_dir, "vggt_1b_state_dict.tsv")
+    state = {key: torch.empty(shape, device="meta") for key, shape in official.items()}
+    model = build_model("vggt-1b", device="meta")
+    with pytest.warns(UserWarning, match=f"ignoring {TRACK_HEAD_KEYS} track_head"):
+        result = model.load_state_dict(state, strict=True, assign=True)
+    assert result.missing_keys == [] and result.unexpected_keys == []
+    del state["camera_head.embed_pose.bias"]
+    with pytest.raises(RuntimeError, match=r"camera_head\.embed_pose\.bias"):
+        build_model("vggt-1b", device="meta").load_state_dict(state, strict=True, assign=True)
+
+
 def _write_shared_storage_checkpoint(path: Path, shapes: dict[str, tuple[int, ...]]) -> None:
     largest = max(torch.Size(shape).numel() for shape in shapes.values())
     generator = torch.Generator().manual_seed(0)

@@ -1,4 +1,4 @@
-"""End to end over real DDS: the node runs in its own process, the test process publishes and subscribes.
+"""End to end over real DDS: node and sequence player in their own processes, the test process subscribes.
 
 Covers every output topic (encodings, headers equal to the input, camera_info sizes and K scaling, NaN use,
 PointCloud2 layout, TF chain and monotonic stamps, odometry consistent with TF), QoS compatibility with
