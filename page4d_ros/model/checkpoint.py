@@ -31,7 +31,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from page4d_ros.model.config import resolve_config
-from page4d_ros.model.vggt import TRACK_HEAD_PREFIX, VGGT, build_model
+from page4d_ros.model.vggt import TRACK_HEAD_PREFIX, VGGT, build_model, resolve_device
 
 CONFIG_METADATA_KEY = "page4d_ros.config"
 """safetensors metadata entry holding the JSON model config in files written by :func:`save_checkpoint`."""
@@ -361,11 +361,12 @@ def load_checkpoint(
 
     Raises:
         CheckpointError: any failure (file not found, digest mismatch, unreadable file, key/shape mismatch).
-        ValueError: invalid ``config`` or ``dtype``.
+        ValueError: invalid ``config``, ``dtype`` or ``device``.
     """
     target_dtype = torch.float32 if dtype is None else dtype
     if target_dtype not in _ALLOWED_DTYPES:
         raise ValueError(f"dtype must be one of {[str(d) for d in _ALLOWED_DTYPES]}, got {dtype}")
+    target_device = resolve_device(device)
     path = resolve_checkpoint_path(path_or_id)
     file_format = "safetensors" if path.suffix == ".safetensors" else "pt"
     report = CheckpointReport(
@@ -376,7 +377,7 @@ def load_checkpoint(
         config_source="argument",
         loaded_keys=0,
         dtype=target_dtype,
-        device=str(torch.device(device)),
+        device=str(target_device),
     )
     if sha256 is not None:
         expected_digest = sha256.strip().lower()
@@ -411,7 +412,7 @@ def load_checkpoint(
     }
     model.load_state_dict(casted, strict=True, assign=True)
     report.loaded_keys = len(casted)
-    return model.to(device).eval(), report
+    return model.to(target_device).eval(), report
 
 
 def save_checkpoint(

@@ -202,6 +202,21 @@ def _initialise(model: VGGT) -> None:
     nn.init.normal_(encoder.register_tokens, std=1e-6)
 
 
+def resolve_device(device: torch.device | str | None) -> torch.device:
+    """Parse a device spec and check that it is usable here (CUDA present when asked for).
+
+    Raises:
+        ValueError: malformed device string, or an accelerator that this machine does not have.
+    """
+    try:
+        resolved = torch.device(device if device is not None else "cpu")
+    except (RuntimeError, TypeError) as error:
+        raise ValueError(f"invalid device {device!r}: {error}") from error
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} requested but CUDA is not available; use 'cpu'")
+    return resolved
+
+
 def build_model(
     config: str | Mapping[str, Any],
     *,
@@ -218,12 +233,13 @@ def build_model(
         dtype: parameter dtype (default float32).
 
     Raises:
-        ValueError: invalid configuration.
+        ValueError: invalid configuration or unusable device.
     """
     resolved = resolve_config(config)
-    with torch.device(device if device is not None else "cpu"):
+    target = resolve_device(device)
+    with target:
         model = VGGT(resolved)
-    if torch.device(device if device is not None else "cpu").type != "meta":
+    if target.type != "meta":
         _initialise(model)
     if dtype is not None:
         model = model.to(dtype)

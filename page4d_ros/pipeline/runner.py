@@ -17,6 +17,8 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,7 +46,14 @@ SCALE_POINTS_PER_WINDOW = 20000
 
 @dataclass
 class PipelineStats:
-    """Counters and gauges for diagnostics."""
+    """Counters and gauges for diagnostics.
+
+    Timings of the last window (wall clock, ms): ``last_inference_ms`` (the predictor), ``last_window_ms``
+    (the whole window), ``last_postprocess_ms`` (the window without the predictor), and ``last_stage_ms`` per
+    stage: ``preprocess`` (resizing the window's new frames and stacking the input), ``inference``, ``depth``
+    (cropping, confidence cuts), ``masks``, ``chaining``, ``scale``, ``points`` (per-frame outputs and
+    clouds) and ``total``.
+    """
 
     frames_in: int = 0
     frames_accepted: int = 0
@@ -57,6 +66,8 @@ class PipelineStats:
     last_inference_ms: float = float("nan")
     mean_inference_ms: float = float("nan")
     last_window_ms: float = float("nan")
+    last_postprocess_ms: float = float("nan")
+    last_stage_ms: dict[str, float] = field(default_factory=dict)
     buffer_depth: int = 0
     queue_depth: int = 0
     scale: float = float("nan")
@@ -70,8 +81,28 @@ class PipelineStats:
     def as_dict(self) -> dict[str, Any]:
         """A plain-dict snapshot (for diagnostics key/values)."""
         return {
-            name: (list(value) if isinstance(value, list) else value) for name, value in vars(self).items()
+            name: (type(value)(value) if isinstance(value, (list, dict)) else value)
+            for name, value in vars(self).items()
         }
+
+
+class _StageClock:
+    """Wall-clock milliseconds per named stage of one window (``time.perf_counter``), summed per name."""
+
+    def __init__(self) -> None:
+        self.ms: dict[str, float] = {}
+
+    def add(self, name: str, milliseconds: float) -> None:
+        """Add ``milliseconds`` to stage ``name``."""
+        self.ms[name] = self.ms.get(name, 0.0) + milliseconds
+
+    @contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.add(name, 1e3 * (time.perf_counter() - start))
 
 
 class StreamingPipeline:
@@ -105,6 +136,7 @@ class StreamingPipeline:
         self._window_index = 0
         self._segment_index = 0
         self._inference_ms_total = 0.0
+        self._preprocess_ms = 0.0
         self._warned: set[str] = set()
         self.history: deque[tuple[int, np.ndarray]] = deque(maxlen=self.config.history_max_poses)
         self.stats.scale_state = self._scale.state
@@ -233,12 +265,15 @@ class StreamingPipeline:
             self._plan = plan_resize(
                 frame.rgb.shape[1], frame.rgb.shape[0], self.config.model_long_side, self.config.resize_mode
             )
+        resize_start = time.perf_counter()
+        network_rgb = resize_rgb(frame.rgb, self._plan)
+        self._preprocess_ms += 1e3 * (time.perf_counter() - resize_start)
         self._pending.append(
             BufferedFrame(
                 self._frame_index,
                 int(frame.stamp_ns),
                 frame.frame_id,
-                resize_rgb(frame.rgb, self._plan),
+                network_rgb,
                 self._plan,
                 frame.calibration,
             )
@@ -353,79 +388,92 @@ class StreamingPipeline:
 
     def _run_window(self, window: list[BufferedFrame], new_count: int) -> list[FrameResult]:
         started = time.perf_counter()
+        clock = _StageClock()
+        clock.add("preprocess", self._preprocess_ms)
+        self._preprocess_ms = 0.0
         plan = window[0].plan
         num_frames = len(window)
         stamps = np.array([f.stamp_ns for f in window], dtype=np.int64)
-        images = images_to_tensor_layout([f.network_rgb for f in window])
-        inference_start = time.perf_counter()
+        with clock("preprocess"):
+            images = images_to_tensor_layout([f.network_rgb for f in window])
         try:
-            prediction = self.predictor.predict(images, stamps)
-            inference_ms = 1e3 * (time.perf_counter() - inference_start)
+            with clock("inference"):
+                prediction = self.predictor.predict(images, stamps)
             prediction.validate(num_frames, plan.network_height, plan.network_width)
         except Exception:
             # The window's new frames cannot be published any more: count them, then let the caller decide.
             self.stats.frames_dropped += new_count
             raise
 
-        depth_local = plan.crop_to_output(prediction.depth).astype(np.float32)
-        confidence = plan.crop_to_output(prediction.depth_conf).astype(np.float32)
-        K_predicted = plan.network_intrinsics_to_output(prediction.intrinsics)
-        valid = self._valid_depth(depth_local, confidence)
-        depth_local = np.where(valid, depth_local, np.float32(np.nan))
-        poses_local = extrinsics_to_poses(prediction.extrinsics)
-        dynamic = self._dynamic_masks(prediction, depth_local, K_predicted, prediction.extrinsics, plan)
+        with clock("depth"):
+            depth_local = plan.crop_to_output(prediction.depth).astype(np.float32)
+            confidence = plan.crop_to_output(prediction.depth_conf).astype(np.float32)
+            K_predicted = plan.network_intrinsics_to_output(prediction.intrinsics)
+            valid = self._valid_depth(depth_local, confidence)
+            depth_local = np.where(valid, depth_local, np.float32(np.nan))
+            poses_local = extrinsics_to_poses(prediction.extrinsics)
+        with clock("masks"):
+            dynamic = self._dynamic_masks(prediction, depth_local, K_predicted, prediction.extrinsics, plan)
 
-        local = [
-            FrameGeometry(
-                int(stamps[i]), poses_local[i], depth_local[i], K_predicted[i], confidence[i], dynamic[i]
-            )
-            for i in range(num_frames)
-        ]
-        alignment = self._align(window, local)
-        transform = alignment.transform
-        poses = transform.transform_pose(poses_local)
-        depth = (transform.scale * depth_local).astype(np.float32)
-
-        shared = [f.stamp_ns for f in window if f.stamp_ns in self._previous]
-        anchor = self._previous[shared[-1]].T_world_cam[:3, 3] if shared else poses[0, :3, 3]
-        correction = self._scale.correction(self._scale_inputs(window, poses, depth, dynamic, K_predicted))
-        if correction != 1.0:
-            transform = Sim3(correction, np.eye(3), (1.0 - correction) * anchor).compose(transform)
+        with clock("chaining"):
+            local = [
+                FrameGeometry(
+                    int(stamps[i]), poses_local[i], depth_local[i], K_predicted[i], confidence[i], dynamic[i]
+                )
+                for i in range(num_frames)
+            ]
+            alignment = self._align(window, local)
+            transform = alignment.transform
             poses = transform.transform_pose(poses_local)
             depth = (transform.scale * depth_local).astype(np.float32)
-        self._scale.record_published(stamps, poses[:, :3, 3], correction, anchor)
-        self._last_scale = transform.scale
 
-        self._previous = {
-            int(stamps[i]): FrameGeometry(
-                int(stamps[i]), poses[i], depth[i], K_predicted[i], confidence[i], dynamic[i]
-            )
-            for i in range(num_frames)
-        }
-        results = [
-            self._frame_result(
-                window[i], poses[i], depth[i], confidence[i], dynamic[i], K_predicted[i], alignment
-            )
-            for i in range(num_frames - new_count, num_frames)
-        ]
+        with clock("scale"):
+            shared = [f.stamp_ns for f in window if f.stamp_ns in self._previous]
+            anchor = self._previous[shared[-1]].T_world_cam[:3, 3] if shared else poses[0, :3, 3]
+            inputs = self._scale_inputs(window, poses, depth, dynamic, K_predicted)
+            correction = self._scale.correction(inputs)
+            if correction != 1.0:
+                transform = Sim3(correction, np.eye(3), (1.0 - correction) * anchor).compose(transform)
+                poses = transform.transform_pose(poses_local)
+                depth = (transform.scale * depth_local).astype(np.float32)
+            self._scale.record_published(stamps, poses[:, :3, 3], correction, anchor)
+            self._last_scale = transform.scale
+
+        with clock("points"):
+            self._previous = {
+                int(stamps[i]): FrameGeometry(
+                    int(stamps[i]), poses[i], depth[i], K_predicted[i], confidence[i], dynamic[i]
+                )
+                for i in range(num_frames)
+            }
+            results = [
+                self._frame_result(
+                    window[i], poses[i], depth[i], confidence[i], dynamic[i], K_predicted[i], alignment
+                )
+                for i in range(num_frames - new_count, num_frames)
+            ]
         self._last_published = self._previous[int(stamps[-1])]
         keep = self.config.window_size - 1
         combined = self._context + window[num_frames - new_count :]
         self._context = combined[len(combined) - keep :] if keep > 0 else []
         self._window_index += 1
-        self._update_stats(inference_ms, started, alignment, transform.scale, len(results))
+        clock.add("total", 1e3 * (time.perf_counter() - started))
+        self._update_stats(clock.ms, alignment, transform.scale, len(results))
         return results
 
     def _update_stats(
-        self, inference_ms: float, started: float, alignment: Alignment, scale: float, count: int
+        self, stage_ms: dict[str, float], alignment: Alignment, scale: float, count: int
     ) -> None:
         stats = self.stats
         stats.windows += 1
         stats.frames_out += count
+        inference_ms = stage_ms["inference"]
         self._inference_ms_total += inference_ms
         stats.last_inference_ms = inference_ms
         stats.mean_inference_ms = self._inference_ms_total / stats.windows
-        stats.last_window_ms = 1e3 * (time.perf_counter() - started)
+        stats.last_window_ms = stage_ms["total"]
+        stats.last_postprocess_ms = stage_ms["total"] - inference_ms
+        stats.last_stage_ms = stage_ms
         stats.scale = scale
         stats.scale_state = self._scale.state
         stats.scale_is_metric = self._scale.is_metric

@@ -5,9 +5,10 @@
 2. starts the real node (``page4d_node``, its own process) with the model shipped in ``page4d_ros/models/``;
 3. publishes the recording's images and camera_info over DDS and records every output of the node into an
    MCAP rosbag2 (``OUT/output_bag``);
-4. evaluates the recorded outputs against the ground truth (``page4d_ros.evaluation``: ATE, RPE, depth AbsRel /
-   delta < 1.25, mask IoU) into ``OUT/metrics.md`` and ``OUT/metrics.json``;
-5. draws ``OUT/report.png``: input | depth | dynamic mask | top-down trajectory vs ground truth | rendered cloud.
+4. evaluates the recorded outputs against the ground truth (``page4d_ros.evaluation``: ATE, RPE, depth
+   AbsRel / delta < 1.25, mask IoU) into ``OUT/metrics.md`` and ``OUT/metrics.json``;
+5. draws ``OUT/report.png``: input | depth | dynamic mask | top-down trajectory vs ground truth |
+   rendered cloud.
 
     page4d-demo --out page4d_demo
 

@@ -232,3 +232,8 @@ def test_hugging_face_cache_resolution(tmp_path, monkeypatch, small_state, small
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "other_cache"))
     with pytest.raises(CheckpointError, match="other_cache"):
         load_checkpoint("facebook/VGGT-1B", small_config)
+
+
+def test_invalid_device_is_rejected_before_reading(tmp_path, small_config):
+    with pytest.raises(ValueError, match="invalid device"):
+        load_checkpoint(tmp_path / "absent.pt", small_config, device="gpu0")

@@ -52,9 +52,9 @@ def test_page4d_small_is_a_few_million_parameters_and_runs_at_224():
     parameters = sum(p.numel() for p in model.parameters())
     assert 2_000_000 < parameters < 10_000_000
     with torch.inference_mode():
-        outputs = model(torch.rand(1, 2, 3, 224, 224), compute_points=False)
-    assert outputs["depth"].shape == (1, 2, 224, 224, 1)
-    assert outputs["dynamics_map"].shape == (1, 2, 16, 16)
+        outputs = model(torch.rand(1, 1, 3, 224, 224), compute_points=False)
+    assert outputs["depth"].shape == (1, 1, 224, 224, 1)
+    assert outputs["dynamics_map"].shape == (1, 1, 16, 16)
     assert torch.isfinite(outputs["pose_enc"]).all() and torch.isfinite(outputs["depth"]).all()
 
 
@@ -89,6 +89,14 @@ def test_fixture_style_dict_and_preset_overrides(vggt_ref):
 def test_invalid_configs_raise_value_error(config, message):
     with pytest.raises(ValueError, match=message):
         build_model(config)
+
+
+def test_unusable_devices_raise_value_error():
+    with pytest.raises(ValueError, match="invalid device"):
+        build_model("page4d-small", device="gpu0")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            build_model("page4d-small", device="cuda")
 
 
 def test_unknown_keys_warn():

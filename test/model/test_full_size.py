@@ -55,7 +55,7 @@ def test_module_load_state_dict_accepts_the_official_layout_and_ignores_the_trac
         result = model.load_state_dict(state, strict=True, assign=True)
     assert result.missing_keys == [] and result.unexpected_keys == []
     del state["camera_head.embed_pose.bias"]
-    with pytest.raises(RuntimeError, match=r"camera_head\.embed_pose\.bias"):
+    with pytest.raises(RuntimeError, match=r"camera_head\.embed_pose\.bias"), pytest.warns(UserWarning):
         build_model("vggt-1b", device="meta").load_state_dict(state, strict=True, assign=True)
 
 

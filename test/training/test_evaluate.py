@@ -1,0 +1,59 @@
+"""Held-out evaluation helpers of the trainer."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from page4d_ros.model import build_model
+from page4d_ros.training.evaluate import evaluate_model, held_out_sequences, path_length, predict_window
+
+
+def test_path_length_sums_centre_distances() -> None:
+    poses = np.tile(np.eye(4), (3, 1, 1))
+    poses[1, :3, 3] = (3.0, 4.0, 0.0)
+    poses[2, :3, 3] = (3.0, 4.0, 2.0)
+    assert path_length(poses) == pytest.approx(5.0 + 2.0)
+
+
+def test_predict_window_keys_every_output_by_stamp(tiny_model_config) -> None:
+    torch.manual_seed(0)
+    model = build_model(tiny_model_config)
+    sequence = held_out_sequences(1, 3, 42, 28)[0]
+    prediction = predict_window(model, sequence)
+    stamps = {int(stamp) for stamp in sequence.stamps_ns}
+    assert set(prediction.poses) == stamps
+    assert set(prediction.depth) == stamps
+    assert set(prediction.dynamic_mask) == stamps
+    first = prediction.poses[int(sequence.stamps_ns[0])]
+    assert first.shape == (4, 4)
+    assert all(depth.shape == (28, 42) for depth in prediction.depth.values())
+
+
+def test_mask_sign_convention(tiny_model_config) -> None:
+    """Flipping the sign convention flips every mask pixel (the map is never exactly zero)."""
+    torch.manual_seed(1)
+    model = build_model(tiny_model_config)
+    sequence = held_out_sequences(1, 2, 42, 28)[0]
+    negative = predict_window(model, sequence, dynamics_sign=-1.0)
+    positive = predict_window(model, sequence, dynamics_sign=1.0)
+    for stamp, mask in negative.dynamic_mask.items():
+        assert np.array_equal(mask, ~positive.dynamic_mask[stamp])
+
+
+def test_evaluate_model_reports_ate_relative_to_path(tiny_model_config) -> None:
+    torch.manual_seed(0)
+    model = build_model(tiny_model_config)
+    sequences = held_out_sequences(2, 3, 42, 28)
+    results, summary = evaluate_model(model, sequences)
+    assert len(results) == 2
+    for result, sequence in zip(results, sequences):
+        pose = result["pose"]
+        assert pose["ate_percent_of_path"] == pytest.approx(
+            100 * pose["ate_rmse"] / path_length(sequence.T_world_cam)
+        )
+    assert summary["ATE % of path"] == pytest.approx(
+        np.mean([r["pose"]["ate_percent_of_path"] for r in results])
+    )
+    assert 0.0 <= summary["Mask IoU"] <= 1.0
