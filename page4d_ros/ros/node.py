@@ -109,7 +109,7 @@ def _stamp_ns(header: Any) -> int:
 
 
 class Page4dNode(LifecycleNode):
-    """Lifecycle node running PAGE-4D on windows of camera frames (see docs/ros_node.md)."""
+    """Lifecycle node running PAGE-4D on windows of camera frames (see the README, "The ROS node")."""
 
     def __init__(self, node_name: str = parameters.NODE_NAME, **kwargs: Any) -> None:
         kwargs.setdefault("namespace", parameters.DEFAULT_NAMESPACE)

@@ -23,17 +23,19 @@ ROSDEP_KEYS = {
 PIP_ONLY = {"safetensors", "rosbags", "tqdm", "matplotlib", "setuptools", "tf2_ros"}
 # Optional at run time: imported inside try/except ImportError (tf2 lookups where tf2_ros exists).
 OPTIONAL_ROS = {"tf2_ros"}
+# Used without a direct import: the Header of every published message, its Time stamp, and the lifecycle
+# services that rclpy.lifecycle serves for the node.
+USED_INDIRECTLY = {"std_msgs", "builtin_interfaces", "lifecycle_msgs"}
+
+
+# ROS packages that the code uses but that PyPI does not provide (so the venv's ament index lacks them).
+ROS_NOT_ON_PYPI = {"launch", "launch_ros", "tf2_ros"}
 
 
 def _is_ros_package(module: str) -> bool:
-    return module in {
-        "rclpy",
-        "launch",
-        "launch_ros",
-        "std_srvs",
-        "builtin_interfaces",
-        "ament_index_python",
-    } or (module.endswith("_msgs"))
+    """True for ROS packages: those in the environment's ament index, plus the few PyPI lacks."""
+    index = Path(sys.prefix) / "share" / "ament_index" / "resource_index" / "packages"
+    return module in ROS_NOT_ON_PYPI or (index / module).is_file()
 
 
 def _imported_top_level_modules() -> set[str]:
@@ -68,13 +70,13 @@ def test_manifest_is_valid_format3_ament_python():
 
 
 def test_every_imported_ros_package_is_an_exec_depend_and_nothing_more():
-    """ROS packages and rosdep-backed libraries imported by the code are declared, and only those."""
+    """ROS packages and rosdep libraries the code and launch file use are declared, and only those."""
     package = _manifest()
     declared = {dep.name for dep in package.exec_depends}
     imported = _imported_top_level_modules()
-    ros_imports = {m for m in imported if _is_ros_package(m)} - OPTIONAL_ROS - {"ament_index_python"}
-    expected = ros_imports | {ROSDEP_KEYS[m] for m in imported if m in ROSDEP_KEYS}
-    unknown = imported - ros_imports - set(ROSDEP_KEYS) - PIP_ONLY - {"ament_index_python"}
+    ros_imports = {m for m in imported if _is_ros_package(m)} - OPTIONAL_ROS
+    expected = ros_imports | USED_INDIRECTLY | {ROSDEP_KEYS[m] for m in imported if m in ROSDEP_KEYS}
+    unknown = imported - ros_imports - set(ROSDEP_KEYS) - PIP_ONLY
     assert not unknown, f"imported modules with no declared source: {sorted(unknown)}"
     missing, unused = sorted(expected - declared), sorted(declared - expected)
     assert declared == expected, f"missing exec_depend: {missing}; declared but unused: {unused}"
