@@ -25,7 +25,6 @@ import statistics
 import time
 
 import numpy as np
-import torch
 
 from page4d_ros.pipeline import Frame, PipelineConfig, StreamingPipeline
 from page4d_ros.synthetic import generate_sequence
@@ -43,8 +42,8 @@ def _parse_args() -> argparse.Namespace:
     parser.add_argument("--width", type=int, default=640, help="source image width")
     parser.add_argument("--height", type=int, default=480, help="source image height")
     parser.add_argument("--fps", type=float, default=30.0, help="frame rate of the synthetic stream")
-    parser.add_argument("--seed", type=int, default=3, help="synthetic scene seed")
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = leave torch's default)")
+    parser.add_argument("--seed", type=int, default=0, help="synthetic scene seed")
+    parser.add_argument("--movers", type=int, default=4, help="moving objects in the scene")
     parser.add_argument(
         "--set",
         nargs="*",
@@ -143,15 +142,14 @@ def run_size(sequence, long_side: int, args: argparse.Namespace) -> dict[str, ob
 def main() -> None:
     """Run the benchmark and print a Markdown table per size."""
     args = _parse_args()
-    if args.threads > 0:
-        torch.set_num_threads(args.threads)
     num_frames = args.window_size + (args.windows + 1) * args.window_stride
     started = time.perf_counter()
-    sequence = generate_sequence(args.seed, num_frames, args.width, args.height, num_movers=3, fps=args.fps)
+    sequence = generate_sequence(
+        args.seed, num_frames, args.width, args.height, num_movers=args.movers, fps=args.fps
+    )
     print(
         f"{num_frames} frames {args.width}x{args.height} @ {args.fps} fps rendered in "
-        f"{time.perf_counter() - started:.1f} s; torch {torch.__version__}, {torch.get_num_threads()} threads, "
-        f"{platform.processor() or platform.machine()}"
+        f"{time.perf_counter() - started:.1f} s; numpy {np.__version__}, {platform.machine()}"
     )
     reports = []
     for long_side in args.sizes:

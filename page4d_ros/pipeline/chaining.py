@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from page4d_ros.pipeline.geometry import Sim3, average_rotation, pixel_rays, robust_sim3
+from page4d_ros.pipeline.geometry import Sim3, average_rotation, robust_sim3
 
 MIN_POINT_CORRESPONDENCES = 50
 CENTRE_WEIGHT_FRACTION = 0.1
@@ -60,7 +60,10 @@ def _sample_pixels(valid: np.ndarray, max_points: int) -> np.ndarray:
 
 
 def _world_points(frame: FrameGeometry, flat_index: np.ndarray) -> np.ndarray:
-    rays = pixel_rays(frame.K, *frame.depth.shape).reshape(-1, 3)[flat_index]
+    """World points of the pixels ``flat_index`` (rays of those pixels only, not of the whole image)."""
+    width = frame.depth.shape[1]
+    pixels = np.stack([flat_index % width, flat_index // width, np.ones_like(flat_index)], axis=1)
+    rays = pixels.astype(np.float64) @ np.linalg.inv(frame.K).T
     cam = rays * frame.depth.reshape(-1)[flat_index, None].astype(np.float64)
     return cam @ frame.T_world_cam[:3, :3].T + frame.T_world_cam[:3, 3]
 

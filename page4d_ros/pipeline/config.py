@@ -31,6 +31,9 @@ RUNTIME_TUNABLES = frozenset(
         "mask_min_votes",
         "mask_vote_fraction",
         "mask_fusion",
+        "mask_compare_frames",
+        "mask_photometric_tolerance",
+        "mask_history_s",
         "points_stride",
         "scale_factor",
         "camera_height_m",
@@ -67,6 +70,13 @@ class PipelineConfig:
         mask_min_votes: frames that must see through a point for it to be dynamic.
         mask_vote_fraction: ... and the fraction of the frames where the test was possible.
         mask_fusion: ``"max"`` (either source) or ``"mean"`` (see ``masks.MASK_FUSIONS_DOC``).
+        mask_compare_frames: frames each new frame is checked against, spread over the available time span
+            (the farthest first; ``masks.comparison_frames``).
+        mask_photometric_tolerance: grey-level margin (fraction of 0-255) beyond which a visible point whose
+            colour disagrees with the other view also votes dynamic (0 = depth test only).
+        mask_history_s: earlier published frames up to this many seconds back may serve as comparison
+            frames besides the window's own (movers move farther, so slow ones are caught at high frame
+            rates; 0 = the window only).
         points_stride: keep every n-th pixel (both directions) in the point cloud.
         scale_source: ``none``, ``fixed``, ``odometry``, ``depth`` or ``camera_height`` (see ``scale``).
         scale_factor: output units per model unit of the first window for ``fixed``.
@@ -103,6 +113,9 @@ class PipelineConfig:
     mask_min_votes: int = 1
     mask_vote_fraction: float = 0.25
     mask_fusion: str = "max"
+    mask_compare_frames: int = 3
+    mask_photometric_tolerance: float = 0.0
+    mask_history_s: float = 1.5
     points_stride: int = 2
     scale_source: str = "none"
     scale_factor: float = 1.0
@@ -111,7 +124,7 @@ class PipelineConfig:
     scale_min_baseline_m: float = 0.2
     min_chain_baseline: float = 0.05
     chain_huber_delta: float = 0.05
-    chain_max_points: int = 20000
+    chain_max_points: int = 4096
     odometry_max_dt_s: float = 0.05
     metric_depth_max_dt_s: float = 0.02
     history_max_poses: int = 10000
@@ -215,6 +228,9 @@ class PipelineConfig:
         integer("mask_min_votes", 1)
         real("mask_vote_fraction", 0.0, 1.0)
         choice("mask_fusion", MASK_FUSIONS)
+        integer("mask_compare_frames", 1, 32)
+        real("mask_photometric_tolerance", 0.0, 1.0)
+        real("mask_history_s", 0.0, 10.0)
         integer("points_stride", 1, 64)
         choice("scale_source", SCALE_SOURCES)
         real("scale_factor", 0.0, low_open=True)

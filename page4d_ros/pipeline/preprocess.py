@@ -169,5 +169,9 @@ def resize_rgb(rgb: np.ndarray, plan: ResizePlan) -> np.ndarray:
 
 def images_to_tensor_layout(network_rgbs: list[np.ndarray]) -> np.ndarray:
     """Stack uint8 [H, W, 3] network images into float32 [S, 3, H, W] in [0, 1] (the predictor's input)."""
-    stacked = np.stack(network_rgbs).astype(np.float32) / 255.0
-    return np.ascontiguousarray(stacked.transpose(0, 3, 1, 2))
+    first = network_rgbs[0]
+    images = np.empty((len(network_rgbs), 3, first.shape[0], first.shape[1]), dtype=np.float32)
+    for image, rgb in zip(images, network_rgbs):
+        # One pass per frame: scale while writing into the channel-first layout.
+        np.multiply(rgb.transpose(2, 0, 1), np.float32(1.0 / 255.0), out=image)
+    return images

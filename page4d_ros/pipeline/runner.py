@@ -10,10 +10,16 @@ the previous window (in global units) are what the next window is chained to (se
 Resets (new segment, re-anchored at the last published pose): ``reset(reason)``, time going backwards (bag
 loop), a gap longer than ``max_gap_s`` or a change of image size; the buffered frames are published first,
 except on an explicit ``reset`` where they are dropped and counted.
+
+Each window: depth cuts; chaining on the overlap frames, whose published dynamic masks are reused (a frame's
+mask is computed once); dynamic masks of the new frames in the global frame, against comparison frames from
+the window and the recently published frames (``masks``; this history is dropped at resets and after a window
+that could not be chained by overlap); metric scale; per-frame outputs. ``stats.last_stage_ms`` times each.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections import deque
@@ -32,8 +38,17 @@ from page4d_ros.pipeline.chaining import (
     anchor_transform,
 )
 from page4d_ros.pipeline.config import PipelineConfig
-from page4d_ros.pipeline.geometry import Sim3, extrinsics_to_poses, pixel_rays
-from page4d_ros.pipeline.masks import dilate, fuse_masks, geometric_mask, geometric_votes, network_probability
+from page4d_ros.pipeline.geometry import Sim3, extrinsics_to_poses, pixel_rays, poses_to_extrinsics
+from page4d_ros.pipeline.masks import (
+    MaskView,
+    comparison_frames,
+    consistency_votes,
+    dilate,
+    fuse_masks,
+    geometric_mask,
+    make_mask_view,
+    network_probability,
+)
 from page4d_ros.pipeline.preprocess import ResizePlan, images_to_tensor_layout, plan_resize, resize_rgb
 from page4d_ros.pipeline.scale import ScaleEstimator, WindowScaleInputs
 from page4d_ros.pipeline.types import Frame, FrameResult, Predictor, WindowPrediction
@@ -41,6 +56,10 @@ from page4d_ros.pipeline.windowing import BufferedFrame, FrameQueue, KeyframeGat
 
 LOGGER = logging.getLogger("page4d_ros.pipeline")
 MAX_WARNINGS = 20
+# Alignments that tie a window to the previous frames through shared frames (the mask history stays valid).
+CHAINED_METHODS = ("points", "centres", "rotation_only")
+# Older published frames kept for the dynamic-mask check, beyond the last window's worth.
+MASK_HISTORY_MAX_OLDER = 16
 SCALE_POINTS_PER_WINDOW = 20000
 
 
@@ -49,7 +68,8 @@ class PipelineStats:
     """Counters and gauges for diagnostics.
 
     Timings of the last window (wall clock, ms): ``last_inference_ms`` (the predictor), ``last_window_ms``
-    (the whole window), ``last_postprocess_ms`` (the window without the predictor), and ``last_stage_ms`` per
+    (the whole window including the resizing of its new frames as they arrived), ``last_postprocess_ms``
+    (the same without the predictor), and ``last_stage_ms`` per
     stage: ``preprocess`` (resizing the window's new frames and stacking the input), ``inference``, ``depth``
     (cropping, confidence cuts), ``masks``, ``chaining``, ``scale``, ``points`` (per-frame outputs and
     clouds) and ``total``.
@@ -137,6 +157,7 @@ class StreamingPipeline:
         self._segment_index = 0
         self._inference_ms_total = 0.0
         self._preprocess_ms = 0.0
+        self._mask_history: list[MaskView] = []
         self._warned: set[str] = set()
         self.history: deque[tuple[int, np.ndarray]] = deque(maxlen=self.config.history_max_poses)
         self.stats.scale_state = self._scale.state
@@ -219,6 +240,7 @@ class StreamingPipeline:
         self._context = []
         self._pending = []
         self._previous = {}
+        self._mask_history = []
         self._last_stamp = None
         self._plan = None
         self._gate.reset()
@@ -305,33 +327,115 @@ class StreamingPipeline:
 
     def _dynamic_masks(
         self,
+        window: list[BufferedFrame],
         prediction: WindowPrediction,
         depth: np.ndarray,
         K: np.ndarray,
-        extrinsics: np.ndarray,
-        plan: ResizePlan,
-    ) -> np.ndarray:
+        poses: np.ndarray,
+        reused: dict[int, np.ndarray],
+    ) -> tuple[np.ndarray, list[MaskView]]:
+        """Dynamic masks of the window's frames and the mask views of the newly computed ones.
+
+        Frames already published keep their published mask (``reused``); the others are checked against
+        comparison frames chosen among the window's frames and the recent published frames
+        (``mask_history_s``), all in the global frame (``depth`` and ``poses`` after chaining).
+        """
         cfg = self.config
+        plan = window[0].plan
+        dynamic = np.zeros(depth.shape, dtype=bool)
+        for i, mask in reused.items():
+            dynamic[i] = mask
+        todo = [i for i in range(len(window)) if i not in reused]
+        if not todo:
+            return dynamic, []
+        views: list[MaskView] = []
         geometric = None
-        if cfg.mask_geometric and depth.shape[0] >= 2:
+        if cfg.mask_geometric:
             stride = cfg.mask_check_stride
             # Pixel (u, v) of the subsampled grid is pixel (n u, n v) of the full one: K scales by 1/n.
             K_check = K.copy()
             K_check[:, :2] /= stride
-            votes, tested = geometric_votes(
-                depth[:, ::stride, ::stride], K_check, extrinsics, cfg.mask_rel_tolerance
-            )
-            coarse = geometric_mask(votes, tested, cfg.mask_min_votes, cfg.mask_vote_fraction)
-            full = np.repeat(np.repeat(coarse, stride, axis=1), stride, axis=2)
-            geometric = full[:, : depth.shape[1], : depth.shape[2]]
+            extrinsics = poses_to_extrinsics(poses)
+            use_grey = cfg.mask_photometric_tolerance > 0
+            for i in todo:
+                grey = None
+                if use_grey:
+                    rgb = plan.crop_to_output(window[i].network_rgb)[::stride, ::stride]
+                    grey = (rgb.astype(np.uint16).sum(axis=2) // 3).astype(np.uint8)
+                views.append(
+                    make_mask_view(
+                        window[i].stamp_ns, depth[i, ::stride, ::stride], K_check[i], extrinsics[i], grey
+                    )
+                )
+            window_stamps = {f.stamp_ns for f in window}
+            coarse = np.zeros((len(todo), *views[0].shape), dtype=bool)
+            compared = False
+            for n, view in enumerate(views):
+                candidates = views[:n] + views[n + 1 :]
+                candidates += [
+                    old
+                    for old in self._mask_history
+                    if old.stamp_ns in window_stamps
+                    or abs(old.stamp_ns - view.stamp_ns) <= cfg.mask_history_s * 1e9
+                ]
+                chosen = comparison_frames(
+                    view.stamp_ns, [c.stamp_ns for c in candidates], cfg.mask_compare_frames
+                )
+                compared = compared or bool(chosen)
+                votes, tested = consistency_votes(
+                    view,
+                    [candidates[c] for c in chosen],
+                    cfg.mask_rel_tolerance,
+                    cfg.mask_photometric_tolerance,
+                )
+                coarse[n] = geometric_mask(votes, tested, cfg.mask_min_votes, cfg.mask_vote_fraction)
+            if compared:
+                # Without any other frame (single-frame windows) the geometric test has nothing to say.
+                full = np.repeat(np.repeat(coarse, stride, axis=1), stride, axis=2)
+                geometric = full[:, : depth.shape[1], : depth.shape[2]]
         network = None
         if prediction.dynamics is not None:
-            full = network_probability(prediction.dynamics, plan.network_height, plan.network_width)
+            full = network_probability(prediction.dynamics[todo], plan.network_height, plan.network_width)
             network = plan.crop_to_output(full)
-        if geometric is None and network is None:
-            return np.zeros(depth.shape, dtype=bool)
-        fused = fuse_masks(geometric, network, cfg.mask_threshold, cfg.mask_fusion)
-        return dilate(fused, cfg.mask_dilate_px)
+        if geometric is not None or network is not None:
+            fused = fuse_masks(geometric, network, cfg.mask_threshold, cfg.mask_fusion)
+            dynamic[todo] = dilate(fused, cfg.mask_dilate_px)
+        return dynamic, views
+
+    def _remember_mask_views(
+        self, views: list[MaskView], correction: float, final_poses: dict[int, np.ndarray]
+    ) -> None:
+        """Keep the new frames' views in final global coordinates, thinned and bounded.
+
+        ``correction`` is the scale correction applied after the views were made, ``final_poses`` the
+        published world-from-camera poses by stamp. The last ``window_size - 1`` views stay (the next
+        windows' overlap frames); older ones are kept only within ``mask_history_s``, at least
+        ``mask_history_s / (2 mask_compare_frames)`` apart and at most ``MASK_HISTORY_MAX_OLDER`` of them.
+        """
+        cfg = self.config
+        for view in views:
+            self._mask_history.append(
+                dataclasses.replace(
+                    view,
+                    depth=view.depth * np.float32(correction),
+                    depth_min=view.depth_min * np.float32(correction),
+                    extrinsics=poses_to_extrinsics(final_poses[view.stamp_ns]),
+                )
+            )
+        if not self._mask_history:
+            return
+        history = self._mask_history
+        newest = history[-1].stamp_ns
+        recent = history[-(cfg.window_size - 1) :] if cfg.window_size > 1 else []
+        spacing = cfg.mask_history_s * 1e9 / (2 * cfg.mask_compare_frames)
+        older: list[MaskView] = []
+        for view in history[: len(history) - len(recent)]:
+            if newest - view.stamp_ns > cfg.mask_history_s * 1e9:
+                continue
+            if older and view.stamp_ns - older[-1].stamp_ns < spacing:
+                continue
+            older.append(view)
+        self._mask_history = older[-MASK_HISTORY_MAX_OLDER:] + recent
 
     def _align(self, window: list[BufferedFrame], local: list[FrameGeometry]) -> Alignment:
         shared = [i for i, f in enumerate(window) if f.stamp_ns in self._previous]
@@ -390,6 +494,7 @@ class StreamingPipeline:
         started = time.perf_counter()
         clock = _StageClock()
         clock.add("preprocess", self._preprocess_ms)
+        preprocess_before = self._preprocess_ms
         self._preprocess_ms = 0.0
         plan = window[0].plan
         num_frames = len(window)
@@ -412,13 +517,21 @@ class StreamingPipeline:
             valid = self._valid_depth(depth_local, confidence)
             depth_local = np.where(valid, depth_local, np.float32(np.nan))
             poses_local = extrinsics_to_poses(prediction.extrinsics)
-        with clock("masks"):
-            dynamic = self._dynamic_masks(prediction, depth_local, K_predicted, prediction.extrinsics, plan)
-
         with clock("chaining"):
+            reused = {
+                i: self._previous[int(stamps[i])].dynamic
+                for i in range(num_frames)
+                if int(stamps[i]) in self._previous
+            }
+            unknown = np.zeros(depth_local.shape[1:], dtype=bool)
             local = [
                 FrameGeometry(
-                    int(stamps[i]), poses_local[i], depth_local[i], K_predicted[i], confidence[i], dynamic[i]
+                    int(stamps[i]),
+                    poses_local[i],
+                    depth_local[i],
+                    K_predicted[i],
+                    confidence[i],
+                    reused.get(i, unknown),
                 )
                 for i in range(num_frames)
             ]
@@ -426,6 +539,12 @@ class StreamingPipeline:
             transform = alignment.transform
             poses = transform.transform_pose(poses_local)
             depth = (transform.scale * depth_local).astype(np.float32)
+            if alignment.method not in CHAINED_METHODS:
+                # Not tied to the previous frames by overlap: their views would disagree with this window.
+                self._mask_history = []
+
+        with clock("masks"):
+            dynamic, views = self._dynamic_masks(window, prediction, depth, K_predicted, poses, reused)
 
         with clock("scale"):
             shared = [f.stamp_ns for f in window if f.stamp_ns in self._previous]
@@ -438,6 +557,8 @@ class StreamingPipeline:
                 depth = (transform.scale * depth_local).astype(np.float32)
             self._scale.record_published(stamps, poses[:, :3, 3], correction, anchor)
             self._last_scale = transform.scale
+        with clock("masks"):
+            self._remember_mask_views(views, correction, {int(t): pose for t, pose in zip(stamps, poses)})
 
         with clock("points"):
             self._previous = {
@@ -457,7 +578,7 @@ class StreamingPipeline:
         combined = self._context + window[num_frames - new_count :]
         self._context = combined[len(combined) - keep :] if keep > 0 else []
         self._window_index += 1
-        clock.add("total", 1e3 * (time.perf_counter() - started))
+        clock.add("total", 1e3 * (time.perf_counter() - started) + preprocess_before)
         self._update_stats(clock.ms, alignment, transform.scale, len(results))
         return results
 
@@ -508,9 +629,12 @@ class StreamingPipeline:
         rgb = np.ascontiguousarray(plan.crop_to_output(buffered.network_rgb))
         stride = cfg.points_stride
         sub_depth = depth_out[::stride, ::stride]
-        rays = pixel_rays(K, plan.output_height, plan.output_width)[::stride, ::stride]
         keep = np.isfinite(sub_depth)
-        points = (rays[keep] * sub_depth[keep][:, None]).astype(np.float32)
+        # Rays of the kept pixels of the strided grid only (not of the whole image).
+        rows, cols = np.nonzero(keep)
+        pixels = np.stack([cols * stride, rows * stride, np.ones_like(rows)], axis=1).astype(np.float64)
+        rays = pixels @ np.linalg.inv(K).T
+        points = (rays * sub_depth[keep][:, None]).astype(np.float32)
         colors = rgb[::stride, ::stride][keep]
         point_is_dynamic = dynamic[::stride, ::stride][keep]
         self.history.append((buffered.stamp_ns, pose.copy()))

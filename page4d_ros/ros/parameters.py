@@ -207,6 +207,9 @@ _PIPELINE_DESCRIPTIONS: dict[str, str] = {
     "mask_min_votes": "Votes needed before a pixel is geometrically dynamic.",
     "mask_vote_fraction": "Fraction of views that must vote dynamic.",
     "mask_fusion": "How network and geometric masks combine: max or mean.",
+    "mask_compare_frames": "Frames (spread in time) each new frame is checked against geometrically.",
+    "mask_photometric_tolerance": "Grey-level disagreement that also votes dynamic (0 disables it).",
+    "mask_history_s": "Seconds of published frames kept as extra views for the geometric mask test.",
     "points_stride": "Pixel stride of the published cloud.",
     "scale_source": "none, fixed (scale_factor), odometry (odom topic), depth (metric_depth topic), "
     "camera_height.",
@@ -219,7 +222,7 @@ _PIPELINE_DESCRIPTIONS: dict[str, str] = {
     "chain_max_points": "Points sampled for window chaining.",
     "odometry_max_dt_s": "Largest odometry/image stamp gap used for the scale.",
     "metric_depth_max_dt_s": "Largest metric depth/image stamp gap used for the scale.",
-    "history_max_poses": "Poses the pipeline keeps for chaining and re-anchoring.",
+    "history_max_poses": "Published poses the pipeline keeps (the revised path history).",
 }
 
 
@@ -231,7 +234,7 @@ def _pipeline_parameters() -> tuple[ParameterSpec, ...]:
         ParameterSpec(
             field.name,
             getattr(defaults, field.name),
-            _PIPELINE_DESCRIPTIONS.get(field.name, f"Pipeline setting {field.name} (see PipelineConfig)."),
+            _PIPELINE_DESCRIPTIONS[field.name],
             tunable=field.name in tunable,
         )
         for field in dataclasses.fields(PipelineConfig)

@@ -47,6 +47,7 @@ class TrainConfig:
     point: DenseLossConfig = field(default_factory=lambda: DenseLossConfig(gradient_loss="normal"))
     mask: MaskSchedule = field(default_factory=MaskSchedule)
     mask_supervision_weight: float = 0.0
+    mask_positive_weight: float = 1.0
     data: DataConfig = field(default_factory=DataConfig)
     val_data: DataConfig | None = None
     val_batches: int = 4
@@ -67,7 +68,7 @@ class TrainConfig:
         for name in ("steps", "batch_size", "val_every", "checkpoint_every", "log_every", "val_batches"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("lr", "mask_head_lr", "grad_clip"):
+        for name in ("lr", "mask_head_lr", "grad_clip", "mask_positive_weight"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
         if not 0.0 < self.min_lr_factor <= 1.0:
@@ -151,14 +152,15 @@ PRESETS: dict[str, dict[str, Any]] = {
     "page4d-small": {
         "model": "page4d-small",
         "trainable": "all",
-        "steps": 200,
+        "steps": 1200,
         "batch_size": 1,
         "lr": 3e-4,
         "mask_head_lr": 6e-4,
         "mask": {"mode": "hold"},
         "mask_supervision_weight": 1.0,
-        "val_every": 25,
-        "checkpoint_every": 20,
+        "mask_positive_weight": 10.0,
+        "val_every": 100,
+        "checkpoint_every": 100,
         "data": {
             "num_sequences": 48,
             "frames_per_sequence": 24,

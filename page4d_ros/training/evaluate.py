@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from page4d_ros.evaluation.protocol import PredictionSet, evaluate, format_table, summarize
+from page4d_ros.evaluation.trajectory import absolute_trajectory_error
 from page4d_ros.pipeline.masks import network_probability
 from page4d_ros.synthetic import SyntheticSequence, generate_sequence, invert_poses
 
@@ -104,7 +105,15 @@ def evaluate_model(
         r["pose"]["ate_percent_of_path"] for r in results if r["pose"] and "ate_percent_of_path" in r["pose"]
     ]
     summary["ATE % of path"] = float(np.mean(percents)) if percents else None
+    summary["ATE static-camera baseline"] = float(np.mean([static_camera_ate(s) for s in sequences]))
     return results, summary
+
+
+def static_camera_ate(sequence: SyntheticSequence) -> float:
+    """ATE RMSE of a prediction that never moves the camera (after the same Sim(3) alignment): what a model
+    scores on pose without having learned any translation, for reading the ATE column."""
+    static = np.tile(np.eye(4), (len(sequence), 1, 1))
+    return float(absolute_trajectory_error(static, sequence.T_world_cam, "sim3")["rmse"])
 
 
 def main(argv: list[str] | None = None) -> int:

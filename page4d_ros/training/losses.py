@@ -301,19 +301,26 @@ def dense_regression_loss(
     }
 
 
-def mask_supervision_loss(dynamics_map: torch.Tensor, dynamic_fraction: torch.Tensor) -> torch.Tensor:
+def mask_supervision_loss(
+    dynamics_map: torch.Tensor, dynamic_fraction: torch.Tensor, positive_weight: float = 1.0
+) -> torch.Tensor:
     """Optional auxiliary loss tying the mask head to ground-truth motion (not part of the PAGE-4D recipe).
 
     ``dynamics_map`` ``[B, S, Hp, Wp]`` lies in (-0.5, 0.5); ``dynamic_fraction`` is the fraction of dynamic
     pixels in each patch. The convention is **negative = dynamic**, so that the dynamics-aware attention
     (which pushes camera queries away from patches with negative values) suppresses moving patches for pose,
     as PAGE-4D intends. The loss is the binary cross-entropy of ``p_dynamic = 0.5 - dynamics_map`` against the
-    fraction.
+    fraction, each patch weighted ``1 + (positive_weight - 1) * fraction`` so that the few dynamic patches are
+    not drowned by the static majority.
     """
     if dynamics_map.shape != dynamic_fraction.shape:
         raise ValueError(
             f"dynamics_map {tuple(dynamics_map.shape)} and "
             f"dynamic_fraction {tuple(dynamic_fraction.shape)} differ"
         )
+    if positive_weight <= 0:
+        raise ValueError(f"positive_weight must be > 0, got {positive_weight}")
     probability = (0.5 - dynamics_map.float()).clamp(1e-4, 1 - 1e-4)
-    return F.binary_cross_entropy(probability, dynamic_fraction.float())
+    target = dynamic_fraction.float()
+    weight = 1.0 + (positive_weight - 1.0) * target
+    return F.binary_cross_entropy(probability, target, weight=weight)

@@ -244,7 +244,7 @@ class Trainer:
         if config.mask_supervision_weight > 0 and outputs.get("dynamics_map") is not None:
             dynamics = outputs["dynamics_map"]
             fraction = patch_dynamic_fraction(batch["dynamic_mask"], dynamics.shape[-2:])
-            losses["loss_mask"] = mask_supervision_loss(dynamics, fraction)
+            losses["loss_mask"] = mask_supervision_loss(dynamics, fraction, config.mask_positive_weight)
             total = total + config.mask_supervision_weight * losses["loss_mask"]
         losses["loss"] = total
         return losses

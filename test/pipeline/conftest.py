@@ -28,6 +28,12 @@ def long_sequence() -> SyntheticSequence:
     return generate_sequence(5, 300, WIDTH, HEIGHT, num_movers=4, fps=5.0)
 
 
+@pytest.fixture(scope="session")
+def thirty_fps_sequence() -> SyntheticSequence:
+    """150 frames at 30 fps (5 s) of a room with four movers: a camera stream at its native rate."""
+    return generate_sequence(7, 150, WIDTH, HEIGHT, num_movers=4, fps=30.0)
+
+
 def _oracle_config(**overrides: object) -> PipelineConfig:
     values: dict[str, object] = {
         "model_long_side": LONG_SIDE,

@@ -123,3 +123,13 @@ def test_pad_value_is_white():
 def test_plan_rejects_bad_arguments(args, message):
     with pytest.raises(ValueError, match=message):
         plan_resize(*args)
+
+
+def test_tensor_layout_is_channel_first_and_scaled_to_unit_range():
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 256, size=(5, 7, 3)).astype(np.uint8) for _ in range(3)]
+    tensor = images_to_tensor_layout(images)
+    assert tensor.shape == (3, 3, 5, 7) and tensor.flags.c_contiguous
+    for index, image in enumerate(images):
+        for channel in range(3):
+            np.testing.assert_allclose(tensor[index, channel], image[:, :, channel] / 255.0, rtol=1e-6)

@@ -57,3 +57,12 @@ def test_evaluate_model_reports_ate_relative_to_path(tiny_model_config) -> None:
         np.mean([r["pose"]["ate_percent_of_path"] for r in results])
     )
     assert 0.0 <= summary["Mask IoU"] <= 1.0
+
+
+def test_static_camera_baseline_is_the_spread_of_the_path() -> None:
+    from page4d_ros.training.evaluate import static_camera_ate
+
+    sequence = held_out_sequences(1, 4, 42, 28)[0]
+    centres = sequence.T_world_cam[:, :3, 3]
+    spread = np.sqrt(np.mean(np.sum((centres - centres.mean(axis=0)) ** 2, axis=1)))
+    assert static_camera_ate(sequence) == pytest.approx(spread, rel=1e-6)

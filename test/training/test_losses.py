@@ -145,3 +145,13 @@ def test_dense_loss_config_validation() -> None:
         DenseLossConfig(gradient_loss="sobel")
     with pytest.raises(ValueError, match="valid_quantile"):
         DenseLossConfig(valid_quantile=0.0)
+
+
+def test_mask_supervision_positive_weight() -> None:
+    # p_dynamic = 0.5 everywhere: every BCE term is ln 2; weights 1 + (10 - 1) * fraction = 10 and 1.
+    dynamics = torch.zeros(1, 1, 1, 2)
+    fraction = torch.tensor([[[[1.0, 0.0]]]])
+    assert mask_supervision_loss(dynamics, fraction, 10.0).item() == pytest.approx(5.5 * math.log(2))
+    assert mask_supervision_loss(dynamics, fraction).item() == pytest.approx(math.log(2))
+    with pytest.raises(ValueError, match="positive_weight"):
+        mask_supervision_loss(dynamics, fraction, 0.0)
