@@ -26,6 +26,7 @@ import time
 
 import numpy as np
 
+from page4d_ros.evaluation import umeyama_alignment
 from page4d_ros.pipeline import Frame, PipelineConfig, StreamingPipeline
 from page4d_ros.synthetic import generate_sequence
 from page4d_ros.synthetic.oracle import OracleModel, resample_to_network
@@ -68,15 +69,7 @@ def _overrides(pairs: list[str]) -> dict[str, object]:
 
 def _sim3_ate(estimate: np.ndarray, truth: np.ndarray) -> float:
     """RMS position error after the closed-form Sim(3) alignment of Umeyama (1991)."""
-    mu_e, mu_t = estimate.mean(axis=0), truth.mean(axis=0)
-    e, t = estimate - mu_e, truth - mu_t
-    U, singular, Vt = np.linalg.svd(t.T @ e / len(e))
-    d = np.eye(3)
-    if np.linalg.det(U) * np.linalg.det(Vt) < 0:
-        d[2, 2] = -1
-    R = U @ d @ Vt
-    scale = float(np.trace(np.diag(singular) @ d) / np.mean(np.sum(e**2, axis=1)))
-    aligned = scale * e @ R.T + mu_t
+    aligned = umeyama_alignment(estimate, truth).apply_points(estimate)
     return float(np.sqrt(np.mean(np.sum((aligned - truth) ** 2, axis=1))))
 
 

@@ -8,6 +8,7 @@ inherit it.
 
 from __future__ import annotations
 
+import copy
 import fcntl
 import os
 import signal
@@ -15,6 +16,7 @@ import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -22,6 +24,21 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DIR = REPO_ROOT.parent / "shared"
 BUILD_DIR = REPO_ROOT / "build" / "test"
 FASTDDS_PROFILE = REPO_ROOT / "config" / "fastdds_loopback.xml"
+
+# A ~0.3 M-parameter PAGE-4D network (the page4d-small preset shrunk) for tests that need a real model fast.
+TINY_MODEL_CONFIG: dict[str, Any] = {
+    "preset": "page4d-small",
+    "img_size": 112,
+    "embed_dim": 32,
+    "depth": 2,
+    "num_heads": 2,
+    "dino_depth": 1,
+    "dino_num_heads": 2,
+    "dpt_features": 16,
+    "dpt_out_channels": [8, 16, 32, 32],
+    "camera_head_kwargs": {"trunk_depth": 1, "num_heads": 2},
+    "mask_head_hidden": 16,
+}
 
 _domain_lock_file = None
 
@@ -127,3 +144,37 @@ def spawn_process(tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen]]:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait(timeout=10)
         log.close()
+
+
+@pytest.fixture(scope="session")
+def make_tiny_model_config() -> Callable[..., dict[str, Any]]:
+    """Factory of the tiny random-model config (``TINY_MODEL_CONFIG``); keyword arguments override fields.
+
+    Every call returns a fresh deep copy, so a test may change it freely.
+    """
+
+    def build(**overrides: Any) -> dict[str, Any]:
+        return copy.deepcopy({**TINY_MODEL_CONFIG, **overrides})
+
+    return build
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(
+    tmp_path_factory: pytest.TempPathFactory, make_tiny_model_config: Callable[..., dict[str, Any]]
+) -> Path:
+    """A saved tiny random-weight network whose camera head predicts finite poses (built once per session).
+
+    Random weights give a field of view of ~0 (ReLU), i.e. infinite focal lengths; biasing the pose branch's
+    output (quaternion w, field of view) gives finite, plausible cameras so the whole pipeline runs.
+    """
+    import torch
+
+    from page4d_ros.model import build_model, save_checkpoint
+
+    torch.manual_seed(0)
+    model = build_model(make_tiny_model_config())
+    with torch.no_grad():
+        model.camera_head.pose_branch.fc2.bias[6] = 0.5
+        model.camera_head.pose_branch.fc2.bias[7:9] = 0.3
+    return save_checkpoint(model, tmp_path_factory.mktemp("checkpoint") / "tiny.safetensors")

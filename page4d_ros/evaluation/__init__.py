@@ -16,19 +16,19 @@ from page4d_ros.evaluation.protocol import (
 )
 from page4d_ros.evaluation.trajectory import (
     ALIGNMENTS,
-    Similarity,
     absolute_trajectory_error,
     align_trajectory,
     relative_pose_error,
     rotation_angle_deg,
     umeyama_alignment,
 )
+from page4d_ros.pipeline.geometry import Sim3
 
 __all__ = [
     "ALIGNMENTS",
     "DEPTH_ALIGNMENTS",
     "PredictionSet",
-    "Similarity",
+    "Sim3",
     "absolute_trajectory_error",
     "align_depth",
     "align_trajectory",

@@ -2,36 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
+from page4d_ros.pipeline.geometry import Sim3, average_rotation, weighted_umeyama
+
 ALIGNMENTS = ("sim3", "se3", "none")
-
-
-@dataclass(frozen=True)
-class Similarity:
-    """A similarity transform ``x -> scale * rotation @ x + translation``."""
-
-    scale: float
-    rotation: np.ndarray
-    translation: np.ndarray
-
-    @staticmethod
-    def identity() -> Similarity:
-        """The identity transform."""
-        return Similarity(1.0, np.eye(3), np.zeros(3))
-
-    def apply_points(self, points: np.ndarray) -> np.ndarray:
-        """Transform points ``[..., 3]``."""
-        return self.scale * points @ self.rotation.T + self.translation
-
-    def apply_poses(self, T_world_cam: np.ndarray) -> np.ndarray:
-        """Transform camera poses ``[N, 4, 4]``: rotations are rotated, camera centres moved and scaled."""
-        result = np.array(T_world_cam, dtype=np.float64, copy=True)
-        result[:, :3, :3] = self.rotation @ result[:, :3, :3]
-        result[:, :3, 3] = self.apply_points(result[:, :3, 3])
-        return result
 
 
 def _check_poses(pred: np.ndarray, gt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -46,8 +21,13 @@ def _check_poses(pred: np.ndarray, gt: np.ndarray) -> tuple[np.ndarray, np.ndarr
     return pred, gt
 
 
-def umeyama_alignment(source: np.ndarray, target: np.ndarray, with_scale: bool = True) -> Similarity:
-    """Least-squares similarity (Umeyama 1991) with ``target ~ scale * R @ source + t``.
+def _spread(points: np.ndarray) -> float:
+    """Mean squared distance of points ``[N, 3]`` from their centroid."""
+    return float(np.mean(np.sum((points - points.mean(axis=0)) ** 2, axis=1)))
+
+
+def umeyama_alignment(source: np.ndarray, target: np.ndarray, with_scale: bool = True) -> Sim3:
+    """Unweighted least-squares similarity (Umeyama 1991) with ``target ~ scale * R @ source + t``.
 
     Args:
         source: ``[N, 3]`` points to be moved (N >= 1).
@@ -59,37 +39,13 @@ def umeyama_alignment(source: np.ndarray, target: np.ndarray, with_scale: bool =
     """
     source = np.asarray(source, dtype=np.float64)
     target = np.asarray(target, dtype=np.float64)
-    if source.ndim != 2 or source.shape[1] != 3 or source.shape != target.shape or len(source) == 0:
-        raise ValueError(
-            f"umeyama_alignment needs two [N, 3] arrays with N >= 1, got {source.shape}, {target.shape}"
-        )
-    mean_source = source.mean(axis=0)
-    mean_target = target.mean(axis=0)
-    centered_source = source - mean_source
-    centered_target = target - mean_target
-    variance_source = float(np.mean(np.sum(centered_source**2, axis=1)))
-    if variance_source < 1e-18:
-        return Similarity(1.0, np.eye(3), mean_target - mean_source)
-    covariance = centered_target.T @ centered_source / len(source)
-    u, singular_values, vt = np.linalg.svd(covariance)
-    sign = np.eye(3)
-    if np.linalg.det(u) * np.linalg.det(vt) < 0:
-        sign[2, 2] = -1.0
-    rotation = u @ sign @ vt
-    scale = float(np.trace(np.diag(singular_values) @ sign) / variance_source) if with_scale else 1.0
-    return Similarity(scale, rotation, mean_target - scale * rotation @ mean_source)
+    well_formed = source.ndim == 2 and source.shape[1:] == (3,) and source.shape == target.shape
+    if well_formed and len(source) and _spread(source) < 1e-18:
+        return Sim3(1.0, np.eye(3), target.mean(axis=0) - source.mean(axis=0))
+    return weighted_umeyama(source, target, with_scale=with_scale)
 
 
-def rotation_alignment(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
-    """Rotation R minimising ``sum ||R @ R_pred_i - R_gt_i||_F`` (chordal mean of ``R_gt_i R_pred_i^T``)."""
-    summed = np.einsum("nij,nkj->ik", gt[:, :3, :3], pred[:, :3, :3])
-    u, _, vt = np.linalg.svd(summed)
-    sign = np.eye(3)
-    sign[2, 2] = np.sign(np.linalg.det(u @ vt)) or 1.0
-    return u @ sign @ vt
-
-
-def align_trajectory(pred: np.ndarray, gt: np.ndarray, align: str = "sim3") -> Similarity:
+def align_trajectory(pred: np.ndarray, gt: np.ndarray, align: str = "sim3") -> Sim3:
     """The transform that maps predicted poses onto the ground truth's frame.
 
     Args:
@@ -104,21 +60,22 @@ def align_trajectory(pred: np.ndarray, gt: np.ndarray, align: str = "sim3") -> S
     if align not in ALIGNMENTS:
         raise ValueError(f"align must be one of {ALIGNMENTS}, got {align!r}")
     if align == "none":
-        return Similarity.identity()
+        return Sim3.identity()
     pred_centres = pred[:, :3, 3]
     gt_centres = gt[:, :3, 3]
-    spread = float(np.mean(np.sum((pred_centres - pred_centres.mean(axis=0)) ** 2, axis=1)))
+    spread = _spread(pred_centres)
     if len(pred) >= 3 and spread >= 1e-18:
         return umeyama_alignment(pred_centres, gt_centres, with_scale=align == "sim3")
     # One or two distinct centres leave the rotation about their line free: take it from the orientations.
-    rotation = rotation_alignment(pred, gt)
+    # The rotation minimising sum ||R @ R_pred_i - R_gt_i||_F: the chordal mean of R_gt_i R_pred_i^T.
+    rotation = average_rotation(gt[:, :3, :3] @ np.swapaxes(pred[:, :3, :3], 1, 2))
     scale = 1.0
     if align == "sim3" and spread >= 1e-18:
         scale = float(
             np.linalg.norm(gt_centres[1] - gt_centres[0]) / np.linalg.norm(pred_centres[1] - pred_centres[0])
         )
     translation = gt_centres.mean(axis=0) - scale * rotation @ pred_centres.mean(axis=0)
-    return Similarity(scale, rotation, translation)
+    return Sim3(scale, rotation, translation)
 
 
 def _statistics(errors: np.ndarray, prefix: str) -> dict[str, float]:

@@ -141,7 +141,7 @@ def align_overlap(
         scale, method = last_scale, "rotation_only"
     transform = Sim3(scale, rotation, prev_mean - scale * rotation @ cur_mean)
     residual = float(
-        np.mean(np.linalg.norm(transform.apply(cur_centres) - prev_centres, axis=1)) / median_depth
+        np.mean(np.linalg.norm(transform.apply_points(cur_centres) - prev_centres, axis=1)) / median_depth
     )
     return Alignment(transform, method, residual, len(previous))
 

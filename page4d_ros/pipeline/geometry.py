@@ -7,9 +7,13 @@ from dataclasses import dataclass
 import numpy as np
 
 
-@dataclass
+@dataclass(frozen=True)
 class Sim3:
-    """Similarity transform ``x -> scale * R @ x + t`` mapping one frame's points into another's."""
+    """Similarity transform ``x -> scale * R @ x + t`` mapping one frame's points into another's.
+
+    The one Sim(3) type of the package: the pipeline chains windows with it and the evaluation aligns
+    predicted trajectories to the ground truth with it.
+    """
 
     scale: float
     rotation: np.ndarray
@@ -20,15 +24,18 @@ class Sim3:
         """The identity transform."""
         return Sim3(1.0, np.eye(3), np.zeros(3))
 
-    def apply(self, points: np.ndarray) -> np.ndarray:
+    def apply_points(self, points: np.ndarray) -> np.ndarray:
         """Transform points ``[..., 3]``."""
         return self.scale * points @ self.rotation.T + self.translation
 
-    def transform_pose(self, T_world_cam: np.ndarray) -> np.ndarray:
-        """Map world-from-camera poses ``[..., 4, 4]`` of the source frame into the target frame (scaled)."""
+    def apply_poses(self, T_world_cam: np.ndarray) -> np.ndarray:
+        """Map world-from-camera poses ``[..., 4, 4]`` of the source frame into the target frame (scaled).
+
+        Rotations are rotated; camera centres are moved and scaled. The result is a float64 copy.
+        """
         out = np.array(T_world_cam, dtype=np.float64, copy=True)
-        out[..., :3, :3] = self.rotation @ T_world_cam[..., :3, :3]
-        out[..., :3, 3] = self.scale * T_world_cam[..., :3, 3] @ self.rotation.T + self.translation
+        out[..., :3, :3] = self.rotation @ out[..., :3, :3]
+        out[..., :3, 3] = self.apply_points(out[..., :3, 3])
         return out
 
     def compose(self, inner: Sim3) -> Sim3:
@@ -81,13 +88,34 @@ def project(points_cam: np.ndarray, K: np.ndarray) -> np.ndarray:
 
 
 def weighted_umeyama(
-    source: np.ndarray, target: np.ndarray, weights: np.ndarray, with_scale: bool = True
+    source: np.ndarray,
+    target: np.ndarray,
+    weights: np.ndarray | None = None,
+    with_scale: bool = True,
 ) -> Sim3:
-    """Least-squares Sim(3) (or SE(3)) with ``target ≈ s R source + t`` for weighted correspondences [N,3]."""
-    w = np.asarray(weights, dtype=np.float64)
+    """Least-squares Sim(3) (Umeyama 1991) with ``target ≈ s R source + t`` for correspondences ``[N, 3]``.
+
+    Args:
+        source: ``[N, 3]`` points to be moved.
+        target: ``[N, 3]`` corresponding points.
+        weights: ``[N]`` non-negative weights with a positive sum; ``None`` weighs all points equally.
+        with_scale: estimate the scale (Sim(3)); otherwise the scale is 1 (SE(3)).
+
+    With fewer than three non-collinear points the rotation about their line is not observable; callers that
+    need it decide what to do (the evaluation takes it from camera orientations).
+    """
+    source = np.asarray(source, dtype=np.float64)
+    target = np.asarray(target, dtype=np.float64)
+    if source.ndim != 2 or source.shape[1] != 3 or source.shape != target.shape or len(source) == 0:
+        raise ValueError(
+            f"weighted_umeyama needs two [N, 3] arrays with N >= 1, got {source.shape}, {target.shape}"
+        )
+    w = np.ones(len(source)) if weights is None else np.asarray(weights, dtype=np.float64)
     total = w.sum()
-    if total <= 0 or source.shape[0] < 3:
-        raise ValueError("weighted_umeyama needs at least 3 correspondences with positive weight")
+    if w.shape != (len(source),) or total <= 0:
+        raise ValueError(
+            f"weighted_umeyama needs {len(source)} weights with a positive sum, got shape {w.shape}"
+        )
     w = w / total
     mu_s = w @ source
     mu_t = w @ target
@@ -126,10 +154,10 @@ def robust_sim3(
     transform = weighted_umeyama(source, target, current_weights)
     relative = np.zeros(source.shape[0])
     for _ in range(iterations):
-        relative = np.linalg.norm(transform.apply(source) - target, axis=1) / residual_scale
+        relative = np.linalg.norm(transform.apply_points(source) - target, axis=1) / residual_scale
         huber = np.minimum(1.0, huber_delta / np.maximum(relative, 1e-12))
         transform = weighted_umeyama(source, target, weights * huber)
-    relative = np.linalg.norm(transform.apply(source) - target, axis=1) / residual_scale
+    relative = np.linalg.norm(transform.apply_points(source) - target, axis=1) / residual_scale
     return transform, float(np.median(relative))
 
 

@@ -537,7 +537,7 @@ class StreamingPipeline:
             ]
             alignment = self._align(window, local)
             transform = alignment.transform
-            poses = transform.transform_pose(poses_local)
+            poses = transform.apply_poses(poses_local)
             depth = (transform.scale * depth_local).astype(np.float32)
             if alignment.method not in CHAINED_METHODS:
                 # Not tied to the previous frames by overlap: their views would disagree with this window.
@@ -553,7 +553,7 @@ class StreamingPipeline:
             correction = self._scale.correction(inputs)
             if correction != 1.0:
                 transform = Sim3(correction, np.eye(3), (1.0 - correction) * anchor).compose(transform)
-                poses = transform.transform_pose(poses_local)
+                poses = transform.apply_poses(poses_local)
                 depth = (transform.scale * depth_local).astype(np.float32)
             self._scale.record_published(stamps, poses[:, :3, 3], correction, anchor)
             self._last_scale = transform.scale

@@ -260,8 +260,8 @@ def _check_type(spec: ParameterSpec, value: Any) -> Any:
             raise ValueError(f"parameter '{spec.name}' must be an integer, got {value!r}")
         return value
     if isinstance(default, float):
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ValueError(f"parameter '{spec.name}' must be a number, got {value!r}")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ValueError(f"parameter '{spec.name}' must be a finite number, got {value!r}")
         return float(value)
     if isinstance(default, str):
         if not isinstance(value, str):
@@ -282,6 +282,18 @@ def _check_type(spec: ParameterSpec, value: Any) -> Any:
     raise TypeError(f"parameter '{spec.name}' has an unsupported default {default!r}")
 
 
+_LOWER_BOUNDS: tuple[tuple[str, int, tuple[str, ...]], ...] = (
+    (">", 0, ("camera_info_slop_s", "transform_tolerance", "diagnostics_period", "map_voxel_size")),
+    (
+        ">=",
+        1,
+        ("input_queue_depth", "frame_queue_size", "output_queue_depth", "path_max_poses", "map_max_points"),
+    ),
+    (">=", 0, ("warmup_iters", "expected_input_rate_hz", "pose_position_sigma_m", "pose_rotation_sigma_rad")),
+)
+"""Range checks of numeric node parameters: (relation, bound, parameter names)."""
+
+
 def validate_parameters(values: Mapping[str, Any]) -> dict[str, Any]:
     """Complete ``values`` with defaults, check names, types, choices and ranges; return the checked dict.
 
@@ -299,31 +311,11 @@ def validate_parameters(values: Mapping[str, Any]) -> dict[str, Any]:
             problems.append(str(error))
     if problems:
         raise ValueError("; ".join(problems))
-    positive = ("camera_info_slop_s", "transform_tolerance", "diagnostics_period")
-    problems += [
-        f"parameter '{name}' must be > 0, got {checked[name]}" for name in positive if checked[name] <= 0
-    ]
-    at_least_one = (
-        "input_queue_depth",
-        "frame_queue_size",
-        "output_queue_depth",
-        "path_max_poses",
-        "map_max_points",
-    )
-    problems += [
-        f"parameter '{name}' must be >= 1, got {checked[name]}" for name in at_least_one if checked[name] < 1
-    ]
-    non_negative = (
-        "warmup_iters",
-        "expected_input_rate_hz",
-        "pose_position_sigma_m",
-        "pose_rotation_sigma_rad",
-    )
-    problems += [
-        f"parameter '{name}' must be >= 0, got {checked[name]}" for name in non_negative if checked[name] < 0
-    ]
-    if checked["map_voxel_size"] <= 0:
-        problems.append(f"parameter 'map_voxel_size' must be > 0, got {checked['map_voxel_size']}")
+    for relation, bound, names in _LOWER_BOUNDS:
+        for name in names:
+            value = checked[name]
+            if (value <= bound) if relation == ">" else (value < bound):
+                problems.append(f"parameter '{name}' must be {relation} {bound}, got {value}")
     device = checked["device"]
     if not (device in ("auto", "cpu", "cuda") or (device.startswith("cuda:") and device[5:].isdigit())):
         problems.append(f"parameter 'device' must be auto, cpu, cuda or cuda:N, got {device!r}")

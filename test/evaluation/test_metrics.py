@@ -7,7 +7,7 @@ import pytest
 from scipy.spatial.transform import Rotation
 
 from page4d_ros.evaluation import (
-    Similarity,
+    Sim3,
     absolute_trajectory_error,
     align_depth,
     align_trajectory,
@@ -54,7 +54,7 @@ def test_umeyama_recovers_a_known_similarity():
 
 def test_ate_and_rpe_vanish_for_a_moved_and_rescaled_trajectory():
     gt = _random_trajectory()
-    moved = Similarity(0.37, Rotation.from_rotvec([1.0, 0.2, -0.4]).as_matrix(), np.array([5.0, 1.0, -3.0]))
+    moved = Sim3(0.37, Rotation.from_rotvec([1.0, 0.2, -0.4]).as_matrix(), np.array([5.0, 1.0, -3.0]))
     pred = moved.apply_poses(gt)
     ate = absolute_trajectory_error(pred, gt, "sim3")
     assert ate["rmse"] < 1e-12 and ate["scale"] == pytest.approx(1 / 0.37)
@@ -63,7 +63,7 @@ def test_ate_and_rpe_vanish_for_a_moved_and_rescaled_trajectory():
     # SE(3) cannot undo the scale; no alignment cannot undo anything.
     assert absolute_trajectory_error(pred, gt, "se3")["rmse"] > 0.1
     assert absolute_trajectory_error(pred, gt, "none")["rmse"] > 1.0
-    rigid = Similarity(1.0, moved.rotation, moved.translation).apply_poses(gt)
+    rigid = Sim3(1.0, moved.rotation, moved.translation).apply_poses(gt)
     assert absolute_trajectory_error(rigid, gt, "se3")["rmse"] < 1e-12
 
 
@@ -96,9 +96,7 @@ def test_rpe_by_hand():
 
 def test_pure_rotation_is_aligned_from_orientations():
     gt = _poses(np.zeros((5, 3)), yaws_deg=[0, 10, 20, 30, 40])
-    world_turn = Similarity(
-        1.0, Rotation.from_euler("x", 30, degrees=True).as_matrix(), np.array([1.0, 2, 3])
-    )
+    world_turn = Sim3(1.0, Rotation.from_euler("x", 30, degrees=True).as_matrix(), np.array([1.0, 2, 3]))
     pred = world_turn.apply_poses(gt)
     similarity = align_trajectory(pred, gt, "sim3")
     np.testing.assert_allclose(similarity.apply_poses(pred), gt, atol=1e-12)

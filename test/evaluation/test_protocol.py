@@ -7,7 +7,7 @@ import pytest
 
 from page4d_ros.evaluation import (
     PredictionSet,
-    Similarity,
+    Sim3,
     evaluate,
     format_table,
     load_prediction,
@@ -84,7 +84,7 @@ def test_resampling():
 def test_node_output_bag_with_scaled_odom_frame(blocky_sequence, write_prediction_bag, tmp_path):
     gt = blocky_sequence
     # The node's odom frame is an arbitrary rigid frame at an arbitrary scale (0.5) of the world.
-    odom_from_world = Similarity(0.5, np.array([[0.0, -1, 0], [1, 0, 0], [0, 0, 1]]), np.array([3.0, 1, 0]))
+    odom_from_world = Sim3(0.5, np.array([[0.0, -1, 0], [1, 0, 0], [0, 0, 1]]), np.array([3.0, 1, 0]))
     poses = odom_from_world.apply_poses(gt.T_world_cam)
     depths = [0.5 * depth[::2, ::2] for depth in gt.depth]  # half resolution, half scale
     masks = [mask[::2, ::2] for mask in gt.dynamic_mask]

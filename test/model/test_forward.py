@@ -7,24 +7,17 @@ import torch
 
 from page4d_ros.model import build_model
 
-TINY = {
-    "preset": "page4d-small",
-    "embed_dim": 32,
-    "depth": 4,
-    "num_heads": 2,
-    "dino_depth": 1,
-    "dino_num_heads": 2,
-    "dpt_features": 16,
-    "dpt_out_channels": [8, 8, 16, 16],
-    "camera_head_kwargs": {"trunk_depth": 1, "num_heads": 2},
-    "mask_head_hidden": 8,
-}
+
+@pytest.fixture(scope="module")
+def config(make_tiny_model_config):
+    """The shared tiny network with four blocks, so that token layers 0 and 3 can be kept."""
+    return make_tiny_model_config(depth=4)
 
 
 @pytest.fixture(scope="module")
-def tiny_model():
+def tiny_model(config):
     torch.manual_seed(0)
-    return build_model(TINY)
+    return build_model(config)
 
 
 def test_output_shapes_and_values(tiny_model):
@@ -74,9 +67,9 @@ def test_skipping_heads_and_keeping_tokens(tiny_model):
     assert camera_only["aggregated_tokens"][3].shape == (1, 2, 9, 64)
 
 
-def test_first_frame_is_the_reference_and_others_are_permutation_equivariant():
+def test_first_frame_is_the_reference_and_others_are_permutation_equivariant(config):
     torch.manual_seed(1)
-    model = build_model(TINY)
+    model = build_model(config)
     with torch.no_grad():
         model.aggregator.camera_token[:, 0] = 10.0  # make the reference-frame token clearly distinct
     images = torch.rand(1, 3, 3, 28, 28)
@@ -88,11 +81,11 @@ def test_first_frame_is_the_reference_and_others_are_permutation_equivariant():
         swapped_others["pose_enc"][:, [0, 2, 1]], original["pose_enc"], rtol=1e-4, atol=1e-5
     )
     difference = (new_reference["pose_enc"][:, [1, 0, 2]] - original["pose_enc"]).abs().max()
-    assert difference > 2e-4  # 1e-3 here, against the 1e-5 equivariance tolerance above
+    assert difference > 2e-4  # 2e-3 here, against the 1e-5 equivariance tolerance above
 
 
-def test_inputs_are_cast_to_parameter_dtype(tiny_model):
-    double_model = build_model(TINY, dtype=torch.float64)
+def test_inputs_are_cast_to_parameter_dtype(config, tiny_model):
+    double_model = build_model(config, dtype=torch.float64)
     double_model.load_state_dict(tiny_model.state_dict())
     images = torch.rand(1, 2, 3, 28, 28)
     with torch.inference_mode():
@@ -114,9 +107,9 @@ def test_cpu_bfloat16_autocast_keeps_heads_in_float32(tiny_model):
     assert relative < 0.05
 
 
-def test_gradients_flow_in_training_mode_with_checkpointing():
+def test_gradients_flow_in_training_mode_with_checkpointing(config):
     torch.manual_seed(0)
-    model = build_model(TINY).train()
+    model = build_model(config).train()
     model.aggregator.gradient_checkpointing = True
     outputs = model(torch.rand(1, 2, 3, 28, 28), compute_points=False)
     (outputs["depth"].mean() + outputs["pose_enc"].square().mean()).backward()

@@ -7,6 +7,7 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
+from page4d_ros.evaluation import umeyama_alignment
 from page4d_ros.pipeline import CameraCalibration, Frame, FrameResult, PipelineConfig, StreamingPipeline
 from page4d_ros.synthetic.oracle import OracleModel
 from page4d_ros.synthetic.scene import generate_sequence
@@ -98,17 +99,10 @@ def run_stream() -> Callable[..., tuple[StreamingPipeline, list[FrameResult]]]:
 
 
 def _umeyama_scale_ate(estimate: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
-    """Sim(3)-aligned RMS position error and the alignment scale, by the closed form of Umeyama (1991)."""
-    mu_e, mu_t = estimate.mean(axis=0), truth.mean(axis=0)
-    e, t = estimate - mu_e, truth - mu_t
-    U, singular, Vt = np.linalg.svd(t.T @ e / len(e))
-    d = np.eye(3)
-    if np.linalg.det(U) * np.linalg.det(Vt) < 0:
-        d[2, 2] = -1
-    R = U @ d @ Vt
-    scale = float(np.trace(np.diag(singular) @ d) / np.mean(np.sum(e**2, axis=1)))
-    aligned = scale * e @ R.T + mu_t
-    return float(np.sqrt(np.mean(np.sum((aligned - truth) ** 2, axis=1)))), scale
+    """Sim(3)-aligned RMS position error and the alignment scale (the evaluation's Umeyama alignment)."""
+    alignment = umeyama_alignment(estimate, truth)
+    aligned = alignment.apply_points(estimate)
+    return float(np.sqrt(np.mean(np.sum((aligned - truth) ** 2, axis=1)))), alignment.scale
 
 
 @pytest.fixture

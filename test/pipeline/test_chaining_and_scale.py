@@ -21,7 +21,7 @@ def _frame(stamp, centre, depth_value=np.nan):
 
 
 def _mapped(frame, transform):
-    moved = transform.transform_pose(frame.T_world_cam[None])[0]
+    moved = transform.apply_poses(frame.T_world_cam[None])[0]
     depth = (transform.scale * frame.depth).astype(np.float32)
     return FrameGeometry(frame.stamp_ns, moved, depth, K, frame.confidence, frame.dynamic)
 
@@ -66,7 +66,7 @@ def test_adjacent_frames_give_the_median_depth_ratio():
     alignment = align_adjacent(last, first, last_scale=1.0)
     assert alignment.method == "no_overlap"
     assert alignment.transform.scale == pytest.approx(2.0)
-    np.testing.assert_allclose(alignment.transform.transform_pose(first.T_world_cam), last.T_world_cam)
+    np.testing.assert_allclose(alignment.transform.apply_poses(first.T_world_cam), last.T_world_cam)
 
 
 def test_pure_rotation_leaves_odometry_scale_unobserved(oracle_config, run_stream):

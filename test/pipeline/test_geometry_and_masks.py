@@ -26,7 +26,7 @@ def test_umeyama_recovers_a_known_similarity():
     rng = np.random.default_rng(0)
     source = rng.normal(size=(50, 3))
     truth = Sim3(2.5, _rotation([1, 2, 3], 0.7), np.array([1.0, -2.0, 0.5]))
-    fitted = weighted_umeyama(source, truth.apply(source), np.ones(50))
+    fitted = weighted_umeyama(source, truth.apply_points(source), np.ones(50))
     assert fitted.scale == pytest.approx(2.5)
     np.testing.assert_allclose(fitted.rotation, truth.rotation, atol=1e-12)
     np.testing.assert_allclose(fitted.translation, truth.translation, atol=1e-12)
@@ -36,7 +36,7 @@ def test_robust_sim3_ignores_thirty_percent_outliers():
     rng = np.random.default_rng(1)
     source = rng.uniform(-1, 1, size=(400, 3)) + np.array([0, 0, 4.0])
     truth = Sim3(0.8, _rotation([0, 1, 0], 0.3), np.array([0.2, 0.0, -0.1]))
-    target = truth.apply(source)
+    target = truth.apply_points(source)
     outliers = rng.choice(400, 120, replace=False)
     target[outliers] += rng.normal(scale=1.0, size=(120, 3))
     depth = np.abs(target[:, 2])
@@ -57,9 +57,9 @@ def test_pose_conversions_round_trip_and_compose():
     a = Sim3(2.0, _rotation([1, 0, 0], 0.5), np.array([1.0, 0, 0]))
     b = Sim3(0.5, _rotation([0, 0, 1], -0.2), np.array([0, 3.0, 0]))
     x = np.array([[0.1, 0.2, 0.3]])
-    np.testing.assert_allclose(a.compose(b).apply(x), a.apply(b.apply(x)))
-    moved = a.transform_pose(pose)
-    np.testing.assert_allclose(moved[:3, 3], a.apply(pose[:3, 3][None])[0])
+    np.testing.assert_allclose(a.compose(b).apply_points(x), a.apply_points(b.apply_points(x)))
+    moved = a.apply_poses(pose)
+    np.testing.assert_allclose(moved[:3, 3], a.apply_points(pose[:3, 3][None])[0])
 
 
 def _two_view_scene(mover_depth: float):

@@ -1,4 +1,4 @@
-"""Fixtures for the ROS layer tests: a tiny random-weight checkpoint, a node launcher and a DDS probe node.
+"""Fixtures for the ROS layer tests: a node launcher and a DDS probe node (``tiny_checkpoint`` is shared).
 
 The probe is an rclpy node in the test process (its own Context and executor thread) that publishes inputs,
 records every output message and calls services; the node under test runs in a separate process.
@@ -19,43 +19,6 @@ import yaml
 
 NAMESPACE = "/page4d"
 NODE = "/page4d/page4d"
-
-
-def make_tiny_checkpoint(path: Path) -> Path:
-    """Save a ~0.3 M-parameter random PAGE-4D network whose camera head predicts finite poses.
-
-    Random weights give a field of view of ~0 (ReLU), i.e. infinite focal lengths; biasing the pose branch's
-    output (quaternion w, field of view) gives finite, plausible cameras so the whole pipeline runs.
-    """
-    import torch
-
-    from page4d_ros.model import PRESETS, build_model, save_checkpoint
-
-    config = {
-        **PRESETS["page4d-small"],
-        "img_size": 112,
-        "embed_dim": 32,
-        "depth": 2,
-        "num_heads": 2,
-        "dino_depth": 1,
-        "dino_num_heads": 2,
-        "dpt_features": 16,
-        "dpt_out_channels": [8, 16, 32, 32],
-        "camera_head_kwargs": {"trunk_depth": 1, "num_heads": 2},
-        "mask_head_hidden": 16,
-    }
-    torch.manual_seed(0)
-    model = build_model(config)
-    with torch.no_grad():
-        model.camera_head.pose_branch.fc2.bias[6] = 0.5
-        model.camera_head.pose_branch.fc2.bias[7:9] = 0.3
-    return save_checkpoint(model, path)
-
-
-@pytest.fixture(scope="session")
-def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Path of the tiny checkpoint (built once per test session)."""
-    return make_tiny_checkpoint(tmp_path_factory.mktemp("checkpoint") / "tiny.safetensors")
 
 
 @pytest.fixture(scope="session")

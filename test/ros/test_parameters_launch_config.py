@@ -56,6 +56,28 @@ def test_validation_fills_defaults_and_names_every_problem():
         parameters.validate_parameters({"base_frame": "/base_link"})
 
 
+def test_range_checks_name_each_parameter_and_its_bound():
+    bad = {"camera_info_slop_s": 0.0, "frame_queue_size": 0, "warmup_iters": -1, "map_voxel_size": -1.0}
+    with pytest.raises(ValueError) as error:
+        parameters.validate_parameters(bad)
+    for expected in (
+        "parameter 'camera_info_slop_s' must be > 0, got 0.0",
+        "parameter 'frame_queue_size' must be >= 1, got 0",
+        "parameter 'warmup_iters' must be >= 0, got -1",
+        "parameter 'map_voxel_size' must be > 0, got -1.0",
+    ):
+        assert expected in str(error.value)
+    # The bounds themselves are allowed where the check is ">=".
+    checked = parameters.validate_parameters({"frame_queue_size": 1, "warmup_iters": 0})
+    assert (checked["frame_queue_size"], checked["warmup_iters"]) == (1, 0)
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -float("inf")])
+def test_non_finite_numbers_are_refused(value):
+    with pytest.raises(ValueError, match="parameter 'transform_tolerance' must be a finite number"):
+        parameters.validate_parameters({"transform_tolerance": value})
+
+
 def test_every_pipeline_field_is_a_parameter_with_its_tunability():
     for name in PipelineConfig.runtime_tunable_fields():
         assert parameters.PARAMETERS_BY_NAME[name].tunable, name

@@ -14,34 +14,6 @@ FRAMES = 10
 
 
 @pytest.fixture(scope="module")
-def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A ~0.3 M-parameter random network with finite camera predictions (see test/ros/conftest.py)."""
-    import torch
-
-    from page4d_ros.model import PRESETS, build_model, save_checkpoint
-
-    config = {
-        **PRESETS["page4d-small"],
-        "img_size": 112,
-        "embed_dim": 32,
-        "depth": 2,
-        "num_heads": 2,
-        "dino_depth": 1,
-        "dino_num_heads": 2,
-        "dpt_features": 16,
-        "dpt_out_channels": [8, 16, 32, 32],
-        "camera_head_kwargs": {"trunk_depth": 1, "num_heads": 2},
-        "mask_head_hidden": 16,
-    }
-    torch.manual_seed(0)
-    model = build_model(config)
-    with torch.no_grad():
-        model.camera_head.pose_branch.fc2.bias[6] = 0.5
-        model.camera_head.pose_branch.fc2.bias[7:9] = 0.3
-    return save_checkpoint(model, tmp_path_factory.mktemp("model") / "tiny.safetensors")
-
-
-@pytest.fixture(scope="module")
 def sequence():
     """A short synthetic dynamic sequence."""
     from page4d_ros.synthetic.scene import generate_sequence
