@@ -404,8 +404,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--domain-id",
         type=int,
-        default=101 + os.getpid() % 100,
-        help="ROS domain of the demo's node and recorder (default: a private one in 101-200)",
+        default=1 + os.getpid() % 100,
+        help="ROS domain of the demo's node and recorder (default: one in 1-100, picked from the process id; "
+        "ids above 101 can collide with Linux ephemeral ports)",
     )
     parser.add_argument("--startup-timeout", type=float, default=240.0)
     parser.add_argument("--output-timeout", type=float, default=120.0)

@@ -152,7 +152,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "page4d-small": {
         "model": "page4d-small",
         "trainable": "all",
-        "steps": 2500,
+        "steps": 1200,
         "batch_size": 1,
         "lr": 3e-4,
         "mask_head_lr": 6e-4,
@@ -162,7 +162,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "val_every": 100,
         "checkpoint_every": 100,
         "data": {
-            "num_sequences": 160,
+            "num_sequences": 48,
             "frames_per_sequence": 24,
             "width": 112,
             "height": 84,

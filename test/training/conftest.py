@@ -1,4 +1,4 @@
-"""Fixtures of the training tests: a tiny PAGE-4D config and a tiny training config built on it."""
+"""Fixtures of the training tests: the shared tiny PAGE-4D config (4 block pairs), training configs."""
 
 from __future__ import annotations
 
@@ -9,34 +9,20 @@ import pytest
 
 from page4d_ros.training.config import TrainConfig
 
-TINY_MODEL: dict[str, Any] = {
-    "preset": "page4d-small",
-    "img_size": 28,
-    "embed_dim": 32,
-    "depth": 4,
-    "num_heads": 2,
-    "dino_depth": 1,
-    "dino_num_heads": 2,
-    "dpt_features": 16,
-    "dpt_out_channels": [8, 16, 16, 16],
-    "camera_head_kwargs": {"trunk_depth": 1, "num_heads": 2},
-    "mask_head_hidden": 8,
-}
+
+@pytest.fixture
+def tiny_model_config(make_tiny_model_config: Callable[..., dict[str, Any]]) -> dict[str, Any]:
+    """The repository's tiny random-model config with 4 block pairs (so a 'middle' block set exists)."""
+    return make_tiny_model_config(depth=4)
 
 
 @pytest.fixture
-def tiny_model_config() -> dict[str, Any]:
-    """A ~100 k-parameter PAGE-4D network (mask head included) that runs a step in well under a second."""
-    return dict(TINY_MODEL)
-
-
-@pytest.fixture
-def tiny_train_config() -> Callable[..., TrainConfig]:
+def tiny_train_config(tiny_model_config: dict[str, Any]) -> Callable[..., TrainConfig]:
     """Factory of training configs on 42x28 synthetic sequences; keyword arguments override top-level keys."""
 
     def make(**overrides: Any) -> TrainConfig:
         values: dict[str, Any] = {
-            "model": dict(TINY_MODEL),
+            "model": dict(tiny_model_config),
             "trainable": "all",
             "steps": 6,
             "batch_size": 2,
