@@ -142,17 +142,20 @@ def gradient_loss(
     if count == 0:
         return prediction.new_zeros(())
     residual = (prediction - target) * valid
-    grad_x = (residual[:, :, 1:] - residual[:, :, :-1]).abs() * (valid[:, :, 1:] * valid[:, :, :-1])
-    grad_y = (residual[:, 1:] - residual[:, :-1]).abs() * (valid[:, 1:] * valid[:, :-1])
-    grad_x = grad_x.clamp(max=_MAX_RESIDUAL)
-    grad_y = grad_y.clamp(max=_MAX_RESIDUAL)
+    pairs_x = (valid[:, :, 1:] * valid[:, :, :-1]) > 0
+    pairs_y = (valid[:, 1:] * valid[:, :-1]) > 0
+    grad_x = (residual[:, :, 1:] - residual[:, :, :-1]).abs().clamp(max=_MAX_RESIDUAL)
+    grad_y = (residual[:, 1:] - residual[:, :-1]).abs().clamp(max=_MAX_RESIDUAL)
     if conf is not None:
         conf_full = conf[..., None].expand_as(prediction)
         conf_x = conf_full[:, :, 1:]
         conf_y = conf_full[:, 1:]
         grad_x = gamma * grad_x * conf_x - alpha * torch.log(conf_x)
         grad_y = gamma * grad_y * conf_y - alpha * torch.log(conf_y)
-    return (grad_x.sum() + grad_y.sum()) / count
+    # Only pairs with ground truth on both pixels count, confidence terms included: elsewhere nothing bounds
+    # the confidence, and an unbounded -log(conf) times a zero weight would be NaN, not 0.
+    zero = prediction.new_zeros(())
+    return (torch.where(pairs_x, grad_x, zero).sum() + torch.where(pairs_y, grad_y, zero).sum()) / count
 
 
 def point_map_normals(

@@ -155,3 +155,14 @@ def test_mask_supervision_positive_weight() -> None:
     assert mask_supervision_loss(dynamics, fraction).item() == pytest.approx(math.log(2))
     with pytest.raises(ValueError, match="positive_weight"):
         mask_supervision_loss(dynamics, fraction, 0.0)
+
+
+def test_gradient_loss_ignores_confidence_where_there_is_no_ground_truth():
+    """An unbounded confidence on a pixel without ground truth must not turn the loss into NaN or -inf."""
+    prediction = torch.tensor([0.5, 0.1, 7.0]).reshape(1, 1, 3, 1)
+    target = torch.zeros_like(prediction)
+    mask = torch.tensor([[[True, True, False]]])
+    conf = torch.tensor([[[1.0, 1.0, float("inf")]]])
+    # One valid pair (pixels 0 and 1): |0.1 - 0.5| * conf 1 - 0.2 * log(1) = 0.4, over 2 valid pixels.
+    loss = gradient_loss(prediction, target, mask, conf, gamma=1.0, alpha=0.2)
+    assert torch.isclose(loss, torch.tensor(0.2))
