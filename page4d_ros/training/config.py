@@ -146,6 +146,29 @@ _SYNTHETIC_VARIETY: list[dict[str, Any]] = [
     )
 ]
 
+# Synthetic windows of the small model's runs (112 x 84, as the shipped model was trained); the presets below
+# share them (``preset`` deep-copies a preset before use).
+_SMALL_TRAIN_DATA: dict[str, Any] = {
+    "num_sequences": 48,
+    "frames_per_sequence": 24,
+    "width": 112,
+    "height": 84,
+    "min_frames": 2,
+    "max_frames": 4,
+    "max_stride": 3,
+    "generator_kwargs": _SYNTHETIC_VARIETY,
+}
+_SMALL_VAL_DATA: dict[str, Any] = {
+    "num_sequences": 4,
+    "frames_per_sequence": 24,
+    "width": 112,
+    "height": 84,
+    "seed": 900000,
+    "min_frames": 4,
+    "max_frames": 4,
+    "generator_kwargs": _SYNTHETIC_VARIETY,
+}
+
 # Presets. "page4d-small" trains the shipped small model from scratch on synthetic dynamic scenes;
 # "page4d-finetune" is the released PAGE-4D recipe (middle blocks + mask head of a VGGT-1B checkpoint).
 PRESETS: dict[str, dict[str, Any]] = {
@@ -161,31 +184,14 @@ PRESETS: dict[str, dict[str, Any]] = {
         "mask_positive_weight": 10.0,
         "val_every": 100,
         "checkpoint_every": 100,
-        "data": {
-            "num_sequences": 48,
-            "frames_per_sequence": 24,
-            "width": 112,
-            "height": 84,
-            "min_frames": 2,
-            "max_frames": 4,
-            "max_stride": 3,
-            "generator_kwargs": _SYNTHETIC_VARIETY,
-        },
-        "val_data": {
-            "num_sequences": 4,
-            "frames_per_sequence": 24,
-            "width": 112,
-            "height": 84,
-            "seed": 900000,
-            "min_frames": 4,
-            "max_frames": 4,
-            "generator_kwargs": _SYNTHETIC_VARIETY,
-        },
+        "data": _SMALL_TRAIN_DATA,
+        "val_data": _SMALL_VAL_DATA,
     },
     # Stage 2 of the shipped small model: continues from the "page4d-small" run's weights (run that preset
     # with ``--out runs/page4d-small`` first) on more sequences with a lower LR. Two deviations (see
-    # MODEL_CARD.md): no depth gradient term (its -alpha*log(conf) also acts on pixels without ground truth,
-    # which drove their confidence to overflow and the loss to NaN) and a 3x stronger auxiliary mask loss.
+    # MODEL_CARD.md): no depth gradient term (its -alpha*log(conf) then also acted on pixels without ground
+    # truth and drove the loss to NaN; fixed since in losses.gradient_loss) and a 3x stronger auxiliary mask
+    # loss.
     "page4d-small-stage2": {
         "model": "page4d-small",
         "init_checkpoint": "runs/page4d-small/model.safetensors",
@@ -203,26 +209,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         "mask_positive_weight": 10.0,
         "val_every": 400,
         "checkpoint_every": 200,
-        "data": {
-            "num_sequences": 160,
-            "frames_per_sequence": 24,
-            "width": 112,
-            "height": 84,
-            "min_frames": 2,
-            "max_frames": 4,
-            "max_stride": 3,
-            "generator_kwargs": _SYNTHETIC_VARIETY,
-        },
-        "val_data": {
-            "num_sequences": 4,
-            "frames_per_sequence": 24,
-            "width": 112,
-            "height": 84,
-            "seed": 900000,
-            "min_frames": 4,
-            "max_frames": 4,
-            "generator_kwargs": _SYNTHETIC_VARIETY,
-        },
+        "data": {**_SMALL_TRAIN_DATA, "num_sequences": 160},
+        "val_data": _SMALL_VAL_DATA,
     },
     "page4d-finetune": {
         "model": "page4d-mask",
