@@ -27,6 +27,10 @@ we write). Its keys are those of the reference fixtures' ``config`` entry plus P
 ``mask_global_blocks``    [start, end) of the global blocks that receive the mask bias (default: scaled
                           from [10, 20))
 ``mask_head_hidden``      hidden width of the mask head's 1x1 convolutions (256 upstream)
+``dense_dynamics``        our extension, off in every released model: the depth head predicts one more
+                          channel, a per-pixel dynamic logit (output ``dynamic_logits``), for models trained
+                          with motion supervision (the patch-level mask head is too coarse for pixel masks
+                          at small input sizes)
 ========================  ===================================================================================
 
 Presets (see :data:`PRESETS`):
@@ -141,15 +145,24 @@ _FIELDS = {
     "mask_block",
     "mask_global_blocks",
     "mask_head_hidden",
+    "dense_dynamics",
 }
 # Descriptive entries of the reference fixtures' configs that do not describe the network.
 _IGNORED_FIELDS = {"seed", "input_shape", "name", "preset", "notes"}
-_REQUIRED_FIELDS = _FIELDS - {"dpt_layers", "mask_head", "mask_alpha", "mask_block", "mask_global_blocks"}
+_REQUIRED_FIELDS = _FIELDS - {
+    "dpt_layers",
+    "mask_head",
+    "mask_alpha",
+    "mask_block",
+    "mask_global_blocks",
+    "dense_dynamics",
+}
 _OPTIONAL_DEFAULTS: dict[str, Any] = {
     "mask_head": False,
     "mask_alpha": 0.0,
     "mask_head_hidden": 256,
     "camera_head_kwargs": {},
+    "dense_dynamics": False,
 }
 _ACTIVATIONS = {"linear", "relu", "exp", "inv_log"}
 
@@ -326,6 +339,7 @@ def resolve_config(config: str | Mapping[str, Any]) -> dict[str, Any]:
     merged["dpt_layers"] = _validate_layer_list(merged["dpt_layers"], "dpt_layers", depth - 1, 4)
 
     merged["mask_head"] = bool(merged.get("mask_head", False))
+    merged["dense_dynamics"] = bool(merged.get("dense_dynamics", False))
     merged["mask_alpha"] = _require_number({"mask_alpha": merged.get("mask_alpha", 0.0)}, "mask_alpha", 0.0)
     merged.setdefault("mask_head_hidden", 256)
     _require_int(merged, "mask_head_hidden", 1)

@@ -142,6 +142,8 @@ class DPTHead(nn.Module):
         dim_in: token width (2 x aggregator width).
         patch_size: patch side in pixels.
         output_dim: channels before activation (last = confidence).
+        extra_channels: further raw channels (no activation) predicted by the same final convolution and
+            returned separately (``dense_dynamics``: one dynamic logit); 0 for every released head.
         activation: activation of the prediction channels (``exp`` for depth, ``inv_log`` for points).
         conf_activation: activation of the confidence channel.
         features: fusion width.
@@ -156,6 +158,7 @@ class DPTHead(nn.Module):
         output_dim: int,
         activation: str,
         conf_activation: str = "expp1",
+        extra_channels: int = 0,
         features: int = 256,
         out_channels: Sequence[int] = (256, 512, 1024, 1024),
         layer_indices: Sequence[int] = (4, 11, 17, 23),
@@ -165,6 +168,7 @@ class DPTHead(nn.Module):
         self.activation = activation
         self.conf_activation = conf_activation
         self.layer_indices = tuple(layer_indices)
+        self.output_dim = output_dim
         self.norm = nn.LayerNorm(dim_in)
         self.projects = nn.ModuleList(nn.Conv2d(dim_in, channels, kernel_size=1) for channels in out_channels)
         self.resize_layers = nn.ModuleList(
@@ -175,11 +179,11 @@ class DPTHead(nn.Module):
                 nn.Conv2d(out_channels[3], out_channels[3], kernel_size=3, stride=2, padding=1),
             ]
         )
-        self.scratch = _Scratch(out_channels, features, output_dim)
+        self.scratch = _Scratch(out_channels, features, output_dim + extra_channels)
 
     def _forward_frames(
         self, layers: Sequence[torch.Tensor], patch_start_idx: int, image_hw: tuple[int, int]
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         height, width = image_hw
         rows, cols = height // self.patch_size, width // self.patch_size
         batch, frames = layers[0].shape[:2]
@@ -201,11 +205,14 @@ class DPTHead(nn.Module):
         out = _interpolate(scratch.output_conv1(out), (rows * self.patch_size, cols * self.patch_size))
         out = scratch.output_conv2(add_uv_embedding(out, width, height))
         out = out.permute(0, 2, 3, 1)
+        extra = out[..., self.output_dim :]
+        out = out[..., : self.output_dim]
         prediction = apply_activation(out[..., :-1], self.activation)
         confidence = apply_activation(out[..., -1], self.conf_activation)
         return (
             prediction.reshape(batch, frames, *prediction.shape[1:]),
             confidence.reshape(batch, frames, *confidence.shape[1:]),
+            extra.reshape(batch, frames, *extra.shape[1:]) if extra.shape[-1] else None,
         )
 
     def forward(
@@ -214,8 +221,9 @@ class DPTHead(nn.Module):
         patch_start_idx: int,
         image_hw: tuple[int, int],
         frames_chunk_size: int = 8,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Predictions [B, S, H, W, output_dim-1] and confidence [B, S, H, W], computed in frame chunks.
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Predictions [B, S, H, W, output_dim-1], confidence [B, S, H, W] and the extra raw channels
+        [B, S, H, W, extra_channels] (None without them), computed in frame chunks.
 
         Args:
             aggregated: layer index -> tokens [B, S, P, dim_in]; must hold ``layer_indices``.
@@ -227,10 +235,15 @@ class DPTHead(nn.Module):
         frames = layers[0].shape[1]
         if frames_chunk_size <= 0 or frames <= frames_chunk_size:
             return self._forward_frames(layers, patch_start_idx, image_hw)
-        predictions, confidences = [], []
-        for start in range(0, frames, frames_chunk_size):
-            chunk = [tokens[:, start : start + frames_chunk_size] for tokens in layers]
-            prediction, confidence = self._forward_frames(chunk, patch_start_idx, image_hw)
-            predictions.append(prediction)
-            confidences.append(confidence)
-        return torch.cat(predictions, dim=1), torch.cat(confidences, dim=1)
+        chunks = [
+            self._forward_frames(
+                [tokens[:, start : start + frames_chunk_size] for tokens in layers], patch_start_idx, image_hw
+            )
+            for start in range(0, frames, frames_chunk_size)
+        ]
+        prediction, confidence, extra = (list(parts) for parts in zip(*chunks))
+        return (
+            torch.cat(prediction, dim=1),
+            torch.cat(confidence, dim=1),
+            torch.cat(extra, dim=1) if extra[0] is not None else None,
+        )

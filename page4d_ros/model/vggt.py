@@ -42,7 +42,9 @@ class VGGT(nn.Module):
             "layer_indices": config["dpt_layers"],
         }
         self.point_head = DPTHead(output_dim=4, activation="inv_log", **dpt_kwargs)
-        self.depth_head = DPTHead(output_dim=2, activation="exp", **dpt_kwargs)
+        self.depth_head = DPTHead(
+            output_dim=2, activation="exp", extra_channels=int(config["dense_dynamics"]), **dpt_kwargs
+        )
 
     @property
     def has_mask_head(self) -> bool:
@@ -140,7 +142,8 @@ class VGGT(nn.Module):
         Returns:
             dict with ``pose_enc`` [B,S,9], ``pose_enc_list`` (one per refinement iteration), ``depth``
             [B,S,H,W,1], ``depth_conf`` [B,S,H,W], ``world_points`` [B,S,H,W,3], ``world_points_conf``
-            [B,S,H,W], ``images`` (the input), ``dynamics_map`` [B,S,H/p,W/p] when the mask head exists.
+            [B,S,H,W], ``images`` (the input), ``dynamics_map`` [B,S,H/p,W/p] when the mask head exists,
+            ``dynamic_logits`` [B,S,H,W] (per-pixel, positive = dynamic) with ``dense_dynamics`` and depth.
         """
         images = self._check_images(images)
         extra_layers = {int(index) for index in keep_token_layers}
@@ -162,13 +165,15 @@ class VGGT(nn.Module):
                 predictions["pose_enc"] = pose_enc_list[-1]
                 predictions["pose_enc_list"] = pose_enc_list
             if compute_depth:
-                depth, depth_conf = self.depth_head(
+                depth, depth_conf, extra = self.depth_head(
                     aggregated.tokens, aggregated.patch_start_idx, image_hw, frames_chunk_size
                 )
                 predictions["depth"] = depth
                 predictions["depth_conf"] = depth_conf
+                if extra is not None:
+                    predictions["dynamic_logits"] = extra[..., 0]
             if compute_points:
-                points, points_conf = self.point_head(
+                points, points_conf, _ = self.point_head(
                     aggregated.tokens, aggregated.patch_start_idx, image_hw, frames_chunk_size
                 )
                 predictions["world_points"] = points

@@ -17,7 +17,11 @@ MAX_FOV_RAD = np.pi - 1e-2
 
 
 def _has_mask_head(model: torch.nn.Module) -> bool:
-    """True when the network contains a dynamics (mask) head, found by an attribute or a module name."""
+    """True when the network predicts dynamics: a per-pixel dynamic channel (``dense_dynamics``) or a mask
+    head, found by its config, an attribute or a module name."""
+    config = getattr(model, "config", None)
+    if isinstance(config, dict) and config.get("dense_dynamics"):
+        return True
     flag = getattr(model, "has_mask_head", None)
     if isinstance(flag, bool):
         return flag
@@ -34,10 +38,12 @@ def _default_dtype(device: torch.device) -> torch.dtype:
 class ModelPredictor:
     """Wraps the network as a :class:`~page4d_ros.pipeline.types.Predictor`.
 
-    Runs under ``torch.inference_mode`` with autocast to ``dtype`` on CUDA (fp32 on CPU). The dynamics map's
-    sign is learned, so it is normalised: ``"positive"``/``"negative"`` say which raw sign means dynamic;
-    ``"auto"`` assumes dynamic pixels are the minority of a window and flips the map when its median is
-    positive.
+    Runs under ``torch.inference_mode`` with autocast to ``dtype`` on CUDA (fp32 on CPU); the point head is
+    skipped (the pipeline builds clouds from depth). A network with a per-pixel dynamic channel
+    (``dynamic_logits``, supervised, positive = dynamic) gives the dynamics as ``sigmoid(logit) - 0.5``.
+    Otherwise the PAGE-4D mask head's patch map is used; its sign is learned, so it is normalised:
+    ``"positive"``/``"negative"`` say which raw sign means dynamic; ``"auto"`` assumes dynamic pixels are the
+    minority of a window and flips the map when its median is positive.
     """
 
     def __init__(
@@ -60,7 +66,7 @@ class ModelPredictor:
     def _run(self, images: torch.Tensor) -> dict[str, Any]:
         use_autocast = self.device.type == "cuda" and self.dtype != torch.float32
         with torch.inference_mode(), torch.autocast(self.device.type, dtype=self.dtype, enabled=use_autocast):
-            return self.model(images)
+            return self.model(images, compute_points=False)
 
     def predict(self, images: np.ndarray, stamps_ns: np.ndarray) -> WindowPrediction:
         """Predict poses, intrinsics, depth, confidence and (if present) the dynamics map for ``images``."""
@@ -77,7 +83,10 @@ class ModelPredictor:
         depth = outputs["depth"].float()[0, ..., 0]
         confidence = outputs["depth_conf"].float()[0]
         dynamics = None
-        if "dynamics_map" in outputs and outputs["dynamics_map"] is not None:
+        if outputs.get("dynamic_logits") is not None:
+            self.has_dynamics_map = True
+            dynamics = (torch.sigmoid(outputs["dynamic_logits"].float()[0]) - 0.5).cpu().numpy()
+        elif outputs.get("dynamics_map") is not None:
             self.has_dynamics_map = True
             raw = outputs["dynamics_map"].float()[0].cpu().numpy()
             dynamics = self._normalise_sign(raw)

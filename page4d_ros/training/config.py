@@ -48,6 +48,8 @@ class TrainConfig:
     mask: MaskSchedule = field(default_factory=MaskSchedule)
     mask_supervision_weight: float = 0.0
     mask_positive_weight: float = 1.0
+    dense_mask_weight: float = 0.0
+    dense_mask_positive_weight: float = 1.0
     data: DataConfig = field(default_factory=DataConfig)
     val_data: DataConfig | None = None
     val_batches: int = 4
@@ -68,7 +70,7 @@ class TrainConfig:
         for name in ("steps", "batch_size", "val_every", "checkpoint_every", "log_every", "val_batches"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("lr", "mask_head_lr", "grad_clip", "mask_positive_weight"):
+        for name in ("lr", "mask_head_lr", "grad_clip", "mask_positive_weight", "dense_mask_positive_weight"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
         if not 0.0 < self.min_lr_factor <= 1.0:
@@ -211,6 +213,38 @@ PRESETS: dict[str, dict[str, Any]] = {
         "checkpoint_every": 200,
         "data": {**_SMALL_TRAIN_DATA, "num_sequences": 160},
         "val_data": _SMALL_VAL_DATA,
+    },
+    # Second recipe of the shipped small model: 4-window batches of 2-8 frames (the node's window is 8) with
+    # strides up to 4 (the node's keyframe gate also spaces frames), 192 longer sequences, the depth gradient
+    # term on (its NaN is fixed), a cosine decay over the whole run, and a per-pixel dynamic channel
+    # (``dense_dynamics``) trained against the ground-truth motion masks.
+    "page4d-small-dense": {
+        "model": {"preset": "page4d-small", "dense_dynamics": True},
+        "trainable": "all",
+        "steps": 5500,
+        "batch_size": 4,
+        "lr": 3e-4,
+        "mask_head_lr": 6e-4,
+        "warmup_fraction": 0.03,
+        "mask_head_warmup_fraction": 0.05,
+        "min_lr_factor": 0.01,
+        "mask": {"mode": "hold"},
+        "mask_supervision_weight": 1.0,
+        "mask_positive_weight": 10.0,
+        "dense_mask_weight": 1.0,
+        "dense_mask_positive_weight": 3.0,
+        "val_every": 250,
+        "checkpoint_every": 250,
+        "data": {
+            **_SMALL_TRAIN_DATA,
+            "num_sequences": 192,
+            "frames_per_sequence": 32,
+            "max_frames": 8,
+            "max_stride": 4,
+            "workers": 2,
+            "cache_dir": "out/cache",
+        },
+        "val_data": {**_SMALL_VAL_DATA, "frames_per_sequence": 32, "min_frames": 8, "max_frames": 8},
     },
     "page4d-finetune": {
         "model": "page4d-mask",

@@ -1,11 +1,19 @@
-"""Held-out evaluation of a trained model, one window per synthetic sequence, with ``page4d_ros.evaluation``.
+"""Held-out evaluation of a trained model on synthetic sequences, with ``page4d_ros.evaluation``.
 
-Each held-out sequence is exactly one inference window, so the per-sequence depth scale of the PAGE-4D
-protocol is the window's scale and Sim(3) alignment is per sequence. Reported per sequence: ATE (also as a
-percentage of the ground-truth path length), RPE, depth AbsRel / delta < 1.25 (median scale) and
-dynamic-mask IoU.
+Two protocols:
+
+- per window (default): each held-out sequence is exactly one inference window, so the per-sequence depth
+  scale of the PAGE-4D protocol is the window's scale and Sim(3) alignment is per sequence;
+- streaming (``--streaming``): longer held-out sequences go frame by frame through the real
+  :class:`~page4d_ros.pipeline.runner.StreamingPipeline` (windows, chaining, masks), as the node runs them,
+  and the chained trajectory is aligned once per sequence. This is the protocol that sees whether the
+  window-to-window scale holds.
+
+Reported per sequence: ATE (also as a percentage of the ground-truth path length), RPE, depth AbsRel /
+delta < 1.25 (median scale) and dynamic-mask IoU.
 
     python -m page4d_ros.training.evaluate --checkpoint page4d_ros/models/page4d_small.safetensors
+    python -m page4d_ros.training.evaluate --checkpoint ... --streaming --frames 48 --frame-step 3
 """
 
 from __future__ import annotations
@@ -18,10 +26,15 @@ from typing import Any
 
 import numpy as np
 import torch
+import yaml
 
 from page4d_ros.evaluation.protocol import PredictionSet, evaluate, format_table, summarize
 from page4d_ros.evaluation.trajectory import absolute_trajectory_error
+from page4d_ros.pipeline.config import PipelineConfig
 from page4d_ros.pipeline.masks import network_probability
+from page4d_ros.pipeline.predictor import ModelPredictor
+from page4d_ros.pipeline.runner import StreamingPipeline
+from page4d_ros.pipeline.types import CameraCalibration, Frame
 from page4d_ros.synthetic import SyntheticSequence, generate_sequence, invert_poses
 
 # Held-out seeds start far from the training (1000+) and validation (900000+) seeds of the presets.
@@ -39,8 +52,10 @@ def predict_window(
 ) -> PredictionSet:
     """Run the model once on all frames of ``sequence`` and key its outputs by the frames' stamps.
 
-    ``dynamics_sign`` is -1 when negative ``dynamics_map`` values mean dynamic (the convention the trainer's
-    mask supervision uses), +1 for the opposite.
+    The masks come from the per-pixel ``dynamic_logits`` when the network has them, else from the mask
+    head's ``dynamics_map``: ``dynamics_sign`` is -1 when its negative values mean dynamic (the convention
+    the trainer's mask supervision uses), +1 for the opposite. A pixel is dynamic where its (upsampled)
+    dynamic probability is at least ``threshold`` (the pipeline's ``mask_threshold``).
     """
     from page4d_ros.model import pose_encoding_to_extri_intri
 
@@ -50,7 +65,7 @@ def predict_window(
     images = torch.from_numpy(sequence.rgb).float().div(255.0).permute(0, 3, 1, 2)[None]
     model.eval()
     with torch.inference_mode():
-        outputs = model(images)
+        outputs = model(images, compute_points=False)
     extrinsics, intrinsics = pose_encoding_to_extri_intri(outputs["pose_enc"], (height, width))
     extrinsics_4x4 = np.tile(np.eye(4), (extrinsics.shape[1], 1, 1))
     extrinsics_4x4[:, :3, :] = extrinsics[0].double().numpy()
@@ -61,9 +76,13 @@ def predict_window(
     prediction.poses = dict(zip(stamps, T_world_cam))
     prediction.depth = {stamp: frame.astype(np.float32) for stamp, frame in zip(stamps, depth)}
     prediction.K = dict(zip(stamps, intrinsics[0].double().numpy()))
-    if outputs.get("dynamics_map") is not None:
+    probability = None
+    if outputs.get("dynamic_logits") is not None:
+        probability = torch.sigmoid(outputs["dynamic_logits"][0].float()).numpy()
+    elif outputs.get("dynamics_map") is not None:
         scores = dynamics_sign * outputs["dynamics_map"][0].float().numpy()
         probability = network_probability(scores, height, width)
+    if probability is not None:
         prediction.dynamic_mask = {stamp: frame >= threshold for stamp, frame in zip(stamps, probability)}
     return prediction
 
@@ -75,24 +94,69 @@ def path_length(T_world_cam: np.ndarray) -> float:
 
 
 def held_out_sequences(
-    count: int, frames: int, width: int, height: int, seed: int = HELD_OUT_SEED
+    count: int, frames: int, width: int, height: int, seed: int = HELD_OUT_SEED, fps: float = 30.0
 ) -> list[SyntheticSequence]:
     """Deterministic held-out sequences cycling through :data:`HELD_OUT_SCENES`."""
     return [
         generate_sequence(
-            seed + index, frames, width, height, **HELD_OUT_SCENES[index % len(HELD_OUT_SCENES)]
+            seed + index, frames, width, height, fps=fps, **HELD_OUT_SCENES[index % len(HELD_OUT_SCENES)]
         )
         for index in range(count)
     ]
 
 
+def predict_streaming(
+    model: torch.nn.Module,
+    sequence: SyntheticSequence,
+    config: PipelineConfig,
+    dynamics_sign: str = "negative",
+) -> PredictionSet:
+    """Push every frame of ``sequence`` (with its calibration) through a fresh streaming pipeline and key the
+    published poses, depth and dynamic masks by stamp."""
+    if sequence.rgb is None:
+        raise ValueError("the sequence has no RGB images to run the model on")
+    height, width = sequence.rgb.shape[1:3]
+    pipeline = StreamingPipeline(config, ModelPredictor(model, dynamics_sign=dynamics_sign))
+    results = []
+    for index in range(len(sequence)):
+        calibration = CameraCalibration(K=sequence.K[index], width=width, height=height)
+        frame = Frame(
+            rgb=sequence.rgb[index],
+            stamp_ns=int(sequence.stamps_ns[index]),
+            frame_id=sequence.frame_id,
+            calibration=calibration,
+        )
+        results.extend(pipeline.push(frame))
+    results.extend(pipeline.flush())
+    prediction = PredictionSet(source="pipeline")
+    for result in results:
+        prediction.poses[result.stamp_ns] = result.T_world_cam
+        prediction.depth[result.stamp_ns] = result.depth
+        prediction.K[result.stamp_ns] = result.K
+        if result.dynamic_mask is not None:
+            prediction.dynamic_mask[result.stamp_ns] = result.dynamic_mask > 0
+    return prediction
+
+
 def evaluate_model(
-    model: torch.nn.Module, sequences: list[SyntheticSequence], dynamics_sign: float = -1.0
+    model: torch.nn.Module,
+    sequences: list[SyntheticSequence],
+    dynamics_sign: float = -1.0,
+    streaming: PipelineConfig | None = None,
+    mask_threshold: float = 0.5,
 ) -> tuple[list[dict[str, Any]], dict[str, float | None]]:
-    """Per-sequence results (with ``ate_percent_of_path``) and their means (the table columns plus ATE %)."""
+    """Per-sequence results (with ``ate_percent_of_path``) and their means (the table columns plus ATE %).
+
+    Each sequence is one window, or, with a ``streaming`` pipeline config, a stream through the pipeline
+    (which then decides the masks with its own ``mask_threshold``).
+    """
     results = []
     for index, sequence in enumerate(sequences):
-        prediction = predict_window(model, sequence, dynamics_sign)
+        if streaming is None:
+            prediction = predict_window(model, sequence, dynamics_sign, mask_threshold)
+        else:
+            sign = "negative" if dynamics_sign < 0 else "positive"
+            prediction = predict_streaming(model, sequence, streaming, sign)
         name = f"{index:02d}-{sequence.camera_motion}-{sequence.scene}"
         result = evaluate(prediction, sequence, name=name)
         length = path_length(sequence.T_world_cam)
@@ -123,19 +187,49 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoint", required=True)
     parser.add_argument("--sequences", type=int, default=8)
-    parser.add_argument("--frames", type=int, default=8, help="frames per sequence (= the inference window)")
+    parser.add_argument(
+        "--frames",
+        type=int,
+        default=8,
+        help="frames per sequence (per-window protocol: the inference window)",
+    )
     parser.add_argument("--width", type=int, default=224)
     parser.add_argument("--height", type=int, default=168)
+    parser.add_argument("--fps", type=float, default=30.0, help="frame rate of the held-out sequences")
+    parser.add_argument("--seed", type=int, default=HELD_OUT_SEED, help="seed of the first held-out sequence")
     parser.add_argument("--threads", type=int)
     parser.add_argument("--dynamics-sign", type=float, default=-1.0, choices=(-1.0, 1.0))
+    parser.add_argument("--mask-threshold", type=float, default=0.5, help="dynamic probability threshold")
+    parser.add_argument(
+        "--streaming", action="store_true", help="run the sequences through the streaming pipeline"
+    )
+    parser.add_argument(
+        "--pipeline",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="streaming pipeline setting (YAML value), e.g. --pipeline model_long_side=112; repeatable",
+    )
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     try:
+        streaming = None
+        if args.streaming:
+            settings = {
+                "model_long_side": max(args.width, args.height),
+                "mask_threshold": args.mask_threshold,
+            }
+            settings.update(_parse_setting(text) for text in args.pipeline)
+            streaming = PipelineConfig.from_dict(settings)
         model, _ = load_checkpoint(args.checkpoint)
-        sequences = held_out_sequences(args.sequences, args.frames, args.width, args.height)
-        results, summary = evaluate_model(model, sequences, args.dynamics_sign)
+        sequences = held_out_sequences(
+            args.sequences, args.frames, args.width, args.height, seed=args.seed, fps=args.fps
+        )
+        results, summary = evaluate_model(
+            model, sequences, args.dynamics_sign, streaming, args.mask_threshold
+        )
     except (ValueError, FileNotFoundError) as error:
         print(f"evaluate: error: {error}", file=sys.stderr)
         return 2
@@ -146,6 +240,14 @@ def main(argv: list[str] | None = None) -> int:
             json.dumps({"summary": summary, "results": results}, indent=2, default=float)
         )
     return 0
+
+
+def _parse_setting(text: str) -> tuple[str, Any]:
+    """``NAME=VALUE`` with a YAML-typed value."""
+    name, separator, value = text.partition("=")
+    if not separator or not name.strip():
+        raise ValueError(f"--pipeline expects NAME=VALUE, got {text!r}")
+    return name.strip(), yaml.safe_load(value)
 
 
 if __name__ == "__main__":

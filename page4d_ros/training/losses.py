@@ -327,3 +327,19 @@ def mask_supervision_loss(
     target = dynamic_fraction.float()
     weight = 1.0 + (positive_weight - 1.0) * target
     return F.binary_cross_entropy(probability, target, weight=weight)
+
+
+def dense_mask_loss(
+    logits: torch.Tensor, dynamic_mask: torch.Tensor, positive_weight: float = 1.0
+) -> torch.Tensor:
+    """Per-pixel binary cross-entropy of the ``dense_dynamics`` channel against the ground-truth motion mask.
+
+    ``logits`` and ``dynamic_mask`` are ``[B, S, H, W]`` (positive logit = dynamic); ``positive_weight``
+    multiplies the loss of dynamic pixels, which are a few percent of a frame.
+    """
+    if logits.shape != dynamic_mask.shape:
+        raise ValueError(f"logits {tuple(logits.shape)} and dynamic_mask {tuple(dynamic_mask.shape)} differ")
+    if positive_weight <= 0:
+        raise ValueError(f"positive_weight must be > 0, got {positive_weight}")
+    weight = logits.new_tensor(positive_weight, dtype=torch.float32)
+    return F.binary_cross_entropy_with_logits(logits.float(), dynamic_mask.float(), pos_weight=weight)

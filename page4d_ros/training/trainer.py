@@ -31,7 +31,12 @@ import yaml
 
 from page4d_ros.training.config import TrainConfig
 from page4d_ros.training.data import DataConfig, SequencePool, sample_batch
-from page4d_ros.training.losses import camera_loss, dense_regression_loss, mask_supervision_loss
+from page4d_ros.training.losses import (
+    camera_loss,
+    dense_mask_loss,
+    dense_regression_loss,
+    mask_supervision_loss,
+)
 from page4d_ros.training.schedules import warmup_cosine_factor
 
 LOGGER = logging.getLogger(__name__)
@@ -246,6 +251,11 @@ class Trainer:
             fraction = patch_dynamic_fraction(batch["dynamic_mask"], dynamics.shape[-2:])
             losses["loss_mask"] = mask_supervision_loss(dynamics, fraction, config.mask_positive_weight)
             total = total + config.mask_supervision_weight * losses["loss_mask"]
+        if config.dense_mask_weight > 0 and outputs.get("dynamic_logits") is not None:
+            losses["loss_dense_mask"] = dense_mask_loss(
+                outputs["dynamic_logits"], batch["dynamic_mask"], config.dense_mask_positive_weight
+            )
+            total = total + config.dense_mask_weight * losses["loss_dense_mask"]
         losses["loss"] = total
         return losses
 
@@ -358,11 +368,13 @@ class Trainer:
             LOGGER.info("step %d validation loss %.4f", record["step"], record.get("val_loss", float("nan")))
 
     def export(self, path: Path) -> None:
-        """Write the model weights with its config as safetensors (the shipped-model format)."""
+        """Write the model weights with its config as safetensors (the shipped-model format); the metadata
+        also records the training image size as the ``model_long_side`` to run the model at."""
         from page4d_ros.model import save_checkpoint
 
         set_mask_alpha(self.model, self.config.mask.inference_alpha())
-        save_checkpoint(self.model, path)
+        data = self.config.data
+        save_checkpoint(self.model, path, inference={"model_long_side": max(data.width, data.height)})
 
     def save(self) -> None:
         """Write ``train_state.pt`` (exact-resume state), the latest weights and the loss curves."""
@@ -443,7 +455,7 @@ def plot_loss_curves(history: list[dict[str, float]], path: Path) -> None:
     train = [record for record in history if "loss" in record]
     val = [record for record in history if "val_loss" in record]
     figure, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for key in ("loss", "loss_camera", "loss_depth", "loss_point", "loss_mask"):
+    for key in ("loss", "loss_camera", "loss_depth", "loss_point", "loss_mask", "loss_dense_mask"):
         points = [(record["step"], record[key]) for record in train if key in record]
         if points:
             steps, values = zip(*points)

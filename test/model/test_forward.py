@@ -138,3 +138,36 @@ def test_invalid_images_raise_value_error(tiny_model, images, message):
 def test_invalid_keep_token_layers(tiny_model):
     with pytest.raises(ValueError, match="keep_token_layers"):
         tiny_model(torch.rand(1, 1, 3, 28, 28), keep_token_layers=[4])
+
+
+def test_dense_dynamics_adds_one_per_pixel_channel_and_nothing_else(config):
+    """``dense_dynamics`` only widens the depth head's last convolution by one output channel: every other
+    parameter keeps its name and shape, so the released layouts (flag off) are untouched."""
+    torch.manual_seed(0)
+    plain = build_model(config)
+    dense = build_model({**config, "dense_dynamics": True})
+    plain_shapes = {key: tuple(value.shape) for key, value in plain.state_dict().items()}
+    dense_shapes = {key: tuple(value.shape) for key, value in dense.state_dict().items()}
+    assert plain_shapes.keys() == dense_shapes.keys()
+    changed = {key for key in plain_shapes if plain_shapes[key] != dense_shapes[key]}
+    last = "depth_head.scratch.output_conv2.2."
+    assert changed == {last + "weight", last + "bias"}
+    assert dense_shapes[last + "bias"][0] == plain_shapes[last + "bias"][0] + 1
+    images = torch.rand(1, 5, 3, 28, 42)
+    with torch.inference_mode():
+        whole = dense(images, frames_chunk_size=8)
+        chunked = dense(images, frames_chunk_size=2)
+        plain_out = plain(images)
+    assert whole["dynamic_logits"].shape == (1, 5, 28, 42)
+    torch.testing.assert_close(chunked["dynamic_logits"], whole["dynamic_logits"])
+    assert "dynamic_logits" not in plain_out
+
+
+def test_dense_dynamics_channel_is_trainable_on_its_own(config):
+    """Gradients of the dynamic logits reach the depth head's shared features and the backbone."""
+    torch.manual_seed(0)
+    dense = build_model({**config, "dense_dynamics": True}).train()
+    outputs = dense(torch.rand(1, 2, 3, 28, 28), compute_camera=False, compute_points=False)
+    outputs["dynamic_logits"].sum().backward()
+    assert dense.depth_head.scratch.output_conv2[2].weight.grad.abs().sum() > 0
+    assert dense.aggregator.frame_blocks[0].attn.qkv.weight.grad.abs().sum() > 0

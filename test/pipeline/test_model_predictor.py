@@ -22,7 +22,7 @@ class ConstantNetwork(torch.nn.Module):
         self.dynamics_value = torch.from_numpy(dynamics_value)
         self.has_mask_head = True
 
-    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+    def forward(self, images: torch.Tensor, **options: bool) -> dict[str, torch.Tensor]:
         batch, frames, _, height, width = images.shape
         pose = torch.tensor([0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0, math.pi / 2, math.pi / 2])
         return {
@@ -86,3 +86,29 @@ def test_tiny_random_page4d_runs_through_the_pipeline(walk_sequence, oracle_conf
         assert result.points.shape[0] == result.colors.shape[0] == result.point_is_dynamic.shape[0]
     assert pipeline.stats.windows == 2  # frames 1-4, then 3-6
     assert pipeline.stats.mean_inference_ms > 0
+
+
+class DenseDynamicsNetwork(ConstantNetwork):
+    """ConstantNetwork that also returns per-pixel dynamic logits (positive = dynamic)."""
+
+    def forward(self, images: torch.Tensor, **options: bool) -> dict[str, torch.Tensor]:
+        outputs = super().forward(images)
+        batch, frames, _, height, width = images.shape
+        logits = torch.full((batch, frames, height, width), -2.0)
+        logits[..., 0, 0] = 3.0
+        outputs["dynamic_logits"] = logits
+        return outputs
+
+
+def test_per_pixel_dynamic_logits_win_over_the_patch_map_and_keep_their_sign():
+    """Supervised logits have a fixed sign: "auto" must not flip them, and they replace the patch map."""
+    predictor = ModelPredictor(DenseDynamicsNetwork(np.full((2, 3), 0.3, np.float32)), dynamics_sign="auto")
+    prediction = predictor.predict(np.zeros((1, 3, 28, 42), np.float32), np.array([1]))
+    assert prediction.dynamics.shape == (1, 28, 42)
+    assert prediction.dynamics[0, 0, 0] == pytest.approx(1.0 / (1.0 + math.exp(-3.0)) - 0.5)
+    assert prediction.dynamics[0, 5, 5] == pytest.approx(1.0 / (1.0 + math.exp(2.0)) - 0.5)
+
+
+def test_dense_dynamics_model_is_recognised_without_a_mask_head():
+    model = model_package.build_model({"preset": "page4d-small", "mask_head": False, "dense_dynamics": True})
+    assert _has_mask_head(model)

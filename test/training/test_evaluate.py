@@ -66,3 +66,37 @@ def test_static_camera_baseline_is_the_spread_of_the_path() -> None:
     centres = sequence.T_world_cam[:, :3, 3]
     spread = np.sqrt(np.mean(np.sum((centres - centres.mean(axis=0)) ** 2, axis=1)))
     assert static_camera_ate(sequence) == pytest.approx(spread, rel=1e-6)
+
+
+def test_streaming_protocol_scores_every_published_frame(tiny_checkpoint) -> None:
+    """The streaming protocol runs the real pipeline: every frame is published once and scored, and the
+    pipeline's own mask threshold decides the masks (threshold 0 marks every pixel dynamic)."""
+    from page4d_ros.model import load_checkpoint
+    from page4d_ros.pipeline.config import PipelineConfig
+    from page4d_ros.training.evaluate import predict_streaming
+
+    model, _ = load_checkpoint(tiny_checkpoint)
+    sequence = held_out_sequences(1, 10, 56, 42)[0]
+    config = PipelineConfig(window_size=4, window_stride=2, model_long_side=56, mask_geometric=False)
+    stamps = {int(stamp) for stamp in sequence.stamps_ns}
+    prediction = predict_streaming(model, sequence, config.replace(mask_threshold=0.0))
+    assert set(prediction.poses) == stamps
+    assert set(prediction.depth) == stamps
+    assert all(mask.all() for mask in prediction.dynamic_mask.values())
+    results, summary = evaluate_model(model, [sequence], streaming=config)
+    assert results[0]["frames"]["pose"] == len(sequence)
+    assert summary["ATE % of path"] == pytest.approx(results[0]["pose"]["ate_percent_of_path"])
+
+
+def test_evaluate_command_line_streaming(tiny_checkpoint, tmp_path, capsys) -> None:
+    import json
+
+    from page4d_ros.training.evaluate import main
+
+    out = tmp_path / "result.json"
+    argv = ["--checkpoint", str(tiny_checkpoint), "--sequences", "1", "--frames", "8", "--width", "56"]
+    argv += ["--height", "42", "--streaming", "--pipeline", "window_size=4", "--pipeline", "window_stride=2"]
+    assert main([*argv, "--json", str(out)]) == 0
+    assert json.loads(out.read_text())["results"][0]["frames"]["pose"] == 8
+    assert main([*argv, "--pipeline", "no_such_setting=1"]) == 2
+    assert "no_such_setting" in capsys.readouterr().err

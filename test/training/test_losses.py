@@ -166,3 +166,20 @@ def test_gradient_loss_ignores_confidence_where_there_is_no_ground_truth():
     # One valid pair (pixels 0 and 1): |0.1 - 0.5| * conf 1 - 0.2 * log(1) = 0.4, over 2 valid pixels.
     loss = gradient_loss(prediction, target, mask, conf, gamma=1.0, alpha=0.2)
     assert torch.isclose(loss, torch.tensor(0.2))
+
+
+def test_dense_mask_loss_weights_dynamic_pixels() -> None:
+    from page4d_ros.training.losses import dense_mask_loss
+
+    logits = torch.tensor([[[[0.0, 2.0]]]])  # one dynamic pixel (logit 0), one static pixel (logit 2)
+    target = torch.tensor([[[[True, False]]]])
+    dynamic_term = math.log(2.0)  # -log(sigmoid(0))
+    static_term = -math.log(1.0 - 1.0 / (1.0 + math.exp(-2.0)))
+    assert float(dense_mask_loss(logits, target)) == pytest.approx((dynamic_term + static_term) / 2)
+    assert float(dense_mask_loss(logits, target, positive_weight=3.0)) == pytest.approx(
+        (3.0 * dynamic_term + static_term) / 2
+    )
+    with pytest.raises(ValueError, match="differ"):
+        dense_mask_loss(logits, target[..., :1])
+    with pytest.raises(ValueError, match="positive_weight"):
+        dense_mask_loss(logits, target, positive_weight=0.0)

@@ -134,3 +134,21 @@ def test_cli_trains_and_reports_bad_input(tmp_path, tiny_train_config, capsys) -
     config_path.write_text("steps: 5\nlearning_rate: 0.1\n")
     assert train_main(["--config", str(config_path), "--out", str(out)]) == 2
     assert "unknown keys" in capsys.readouterr().err
+
+
+def test_dense_mask_supervision_enters_the_total(tmp_path, tiny_train_config, tiny_model_config) -> None:
+    config = tiny_train_config(
+        model={**tiny_model_config, "dense_dynamics": True},
+        dense_mask_weight=2.0,
+        dense_mask_positive_weight=3.0,
+    )
+    trainer = Trainer(config, tmp_path / "run")
+    trainer._ensure_data()
+    batch = sample_batch(trainer.pool, config.data, config.batch_size, 0)
+    losses = trainer.compute_losses(batch, trainer.model(batch["images"]))
+    expected = (
+        losses["loss_camera"] + losses["loss_depth"] + losses["loss_point"] + 2.0 * losses["loss_dense_mask"]
+    )
+    torch.testing.assert_close(losses["loss"], expected)
+    record = trainer.train_step()
+    assert record["loss_dense_mask"] > 0
