@@ -34,6 +34,8 @@ from page4d_ros.model.config import resolve_config
 from page4d_ros.model.vggt import TRACK_HEAD_PREFIX, VGGT, build_model, resolve_device
 
 CONFIG_METADATA_KEY = "page4d_ros.config"
+INFERENCE_METADATA_KEY = "page4d_ros.inference"
+"""Safetensors metadata entry with inference settings a model was trained for (e.g. ``model_long_side``)."""
 """safetensors metadata entry holding the JSON model config in files written by :func:`save_checkpoint`."""
 
 SKIPPED_PREFIXES = (TRACK_HEAD_PREFIX,)
@@ -70,6 +72,8 @@ class CheckpointReport:
         device: device of the returned model.
         sha256: the verified digest when one was requested.
         notes: human-readable remarks (e.g. the chosen mask strength).
+        inference: inference settings stored with the weights by :func:`save_checkpoint` (e.g.
+            ``{"model_long_side": 112}`` for a model trained at 112 x 84); empty when the file has none.
     """
 
     source: str
@@ -87,6 +91,7 @@ class CheckpointReport:
     device: str = "cpu"
     sha256: str | None = None
     notes: list[str] = field(default_factory=list)
+    inference: dict[str, Any] = field(default_factory=dict)
 
 
 def _list_keys(keys: list[str]) -> str:
@@ -404,6 +409,7 @@ def load_checkpoint(
     else:
         resolved = _infer_config(state, metadata, report)
     report.config = resolved
+    report.inference = _inference_settings(metadata, path)
     kept = _match_keys(state, _expected_shapes(resolved), report)
 
     model = build_model(resolved, device="meta")
@@ -415,8 +421,27 @@ def load_checkpoint(
     return model.to(target_device).eval(), report
 
 
+def _inference_settings(metadata: Mapping[str, str], path: Path) -> dict[str, Any]:
+    """The inference settings stored in a file's metadata (a JSON object), or ``{}``."""
+    text = metadata.get(INFERENCE_METADATA_KEY)
+    if text is None:
+        return {}
+    try:
+        settings = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise CheckpointError(
+            f"{path}: metadata '{INFERENCE_METADATA_KEY}' is not valid JSON: {error}"
+        ) from error
+    if not isinstance(settings, dict):
+        raise CheckpointError(f"{path}: metadata '{INFERENCE_METADATA_KEY}' must be a JSON object")
+    return settings
+
+
 def save_checkpoint(
-    model: VGGT, path: str | os.PathLike[str], config: str | Mapping[str, Any] | None = None
+    model: VGGT,
+    path: str | os.PathLike[str],
+    config: str | Mapping[str, Any] | None = None,
+    inference: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write the model's state_dict as safetensors with the model config as JSON metadata.
 
@@ -424,6 +449,8 @@ def save_checkpoint(
         model: the network.
         path: destination ending in ``.safetensors`` (parent folders are created).
         config: the config describing ``model`` (default: ``model.config``); it must match its keys/shapes.
+        inference: JSON-serialisable inference settings to store beside the config (read back as
+            ``CheckpointReport.inference``), e.g. ``{"model_long_side": 112}``.
 
     Returns:
         The written path.
@@ -445,5 +472,8 @@ def save_checkpoint(
         raise ValueError(f"config does not describe this model (differs at {_list_keys(differing)})")
     tensors = {key: value.detach().to("cpu").contiguous() for key, value in state.items()}
     destination.parent.mkdir(parents=True, exist_ok=True)
-    save_file(tensors, str(destination), metadata={CONFIG_METADATA_KEY: json.dumps(resolved), "format": "pt"})
+    metadata = {CONFIG_METADATA_KEY: json.dumps(resolved), "format": "pt"}
+    if inference:
+        metadata[INFERENCE_METADATA_KEY] = json.dumps(dict(inference))
+    save_file(tensors, str(destination), metadata=metadata)
     return destination

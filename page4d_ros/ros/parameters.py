@@ -189,7 +189,10 @@ _PIPELINE_DESCRIPTIONS: dict[str, str] = {
     "window_size": "Frames per network window (fixed after configure).",
     "window_stride": "New frames per window (overlap = window_size - window_stride).",
     "max_window_size": "Upper bound on window_size (GPU memory guard).",
-    "model_long_side": "Network input long side in pixels (multiple of 14; 518 is native).",
+    "model_long_side": (
+        "Network input long side in pixels (multiple of 14; 518 is native for VGGT / PAGE-4D); 0: the size "
+        "stored in the checkpoint's metadata (the shipped model: 112), else 518."
+    ),
     "resize_mode": "crop or pad the images to the network's aspect ratio.",
     "keyframe_min_interval_s": "Skip frames closer in time than this (0 keeps all).",
     "keyframe_min_motion_px": "Skip frames with less image motion than this (0 keeps all).",
@@ -226,6 +229,13 @@ _PIPELINE_DESCRIPTIONS: dict[str, str] = {
 }
 
 
+NATIVE_LONG_SIDE = PipelineConfig().model_long_side
+"""Input long side of the released VGGT / PAGE-4D models (518 px)."""
+# Node defaults that differ from the PipelineConfig defaults: by default the node runs a model at the size
+# its checkpoint says it was trained at (``pipeline_config`` resolves the 0).
+_NODE_PIPELINE_DEFAULTS: dict[str, Any] = {"model_long_side": 0}
+
+
 def _pipeline_parameters() -> tuple[ParameterSpec, ...]:
     """Specs mirroring every :class:`PipelineConfig` field, with its default and run-time tunability."""
     defaults = PipelineConfig()
@@ -233,7 +243,7 @@ def _pipeline_parameters() -> tuple[ParameterSpec, ...]:
     return tuple(
         ParameterSpec(
             field.name,
-            getattr(defaults, field.name),
+            _NODE_PIPELINE_DEFAULTS.get(field.name, getattr(defaults, field.name)),
             _PIPELINE_DESCRIPTIONS[field.name],
             tunable=field.name in tunable,
         )
@@ -331,11 +341,16 @@ def validate_parameters(values: Mapping[str, Any]) -> dict[str, Any]:
     return checked
 
 
-def pipeline_config(values: Mapping[str, Any]) -> PipelineConfig:
-    """The :class:`PipelineConfig` made of the pipeline parameters in ``values`` (validated)."""
-    return PipelineConfig.from_dict(
-        {name: values[name] for name in PIPELINE_PARAMETER_NAMES if name in values}
-    )
+def pipeline_config(values: Mapping[str, Any], checkpoint_long_side: int | None = None) -> PipelineConfig:
+    """The :class:`PipelineConfig` made of the pipeline parameters in ``values`` (validated).
+
+    ``model_long_side`` 0 means "the checkpoint's": ``checkpoint_long_side`` when known, else the native
+    518 of the released models.
+    """
+    settings = {name: values[name] for name in PIPELINE_PARAMETER_NAMES if name in values}
+    if settings.get("model_long_side") == 0:
+        settings["model_long_side"] = checkpoint_long_side or NATIVE_LONG_SIDE
+    return PipelineConfig.from_dict(settings)
 
 
 def load_parameters_file(path: str | Path, node_name: str = NODE_NAME) -> dict[str, Any]:

@@ -101,6 +101,16 @@ class PipelineBundle:
             torch.cuda.empty_cache()
 
 
+def checkpoint_long_side(inference: dict[str, Any]) -> int | None:
+    """The ``model_long_side`` a checkpoint's inference metadata recommends, if it is a usable one."""
+    from page4d_ros.pipeline.config import PATCH_SIZE
+
+    value = inference.get("model_long_side")
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0 and value % PATCH_SIZE == 0:
+        return value
+    return None
+
+
 def warm_up(predictor: Any, config: Any, iterations: int) -> None:
     """Run ``iterations`` windows of zeros at the network input size so the first real window is not slow."""
     from page4d_ros.pipeline.config import PATCH_SIZE
@@ -124,7 +134,7 @@ def build_pipeline(settings: dict[str, Any], log: Callable[[str], None] = print)
     from page4d_ros.pipeline.predictor import ModelPredictor
     from page4d_ros.pipeline.runner import StreamingPipeline
 
-    config = pipeline_config(settings)
+    pipeline_config(settings)  # refuse bad settings before the (slow) checkpoint load
     path = resolve_checkpoint(settings["checkpoint_path"])
     device = resolve_device(settings["device"])
     dtype = resolve_dtype(settings["precision"], device)
@@ -144,6 +154,9 @@ def build_pipeline(settings: dict[str, Any], log: Callable[[str], None] = print)
             f"cannot load checkpoint {path}: {type(error).__name__}: {error}. Check that the file is "
             "complete (re-copy it, compare checkpoint_sha256) and that model_preset matches it"
         ) from error
+    config = pipeline_config(settings, checkpoint_long_side(report.inference))
+    if settings["model_long_side"] == 0:
+        log(f"model_long_side 0: running the network at {config.model_long_side} px (the checkpoint's size)")
     predictor = ModelPredictor(model, device=device, dtype=dtype)
     warm_up(predictor, config, settings["warmup_iters"])
     pipeline = StreamingPipeline(config, predictor)

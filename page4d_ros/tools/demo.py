@@ -398,7 +398,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--rate", type=float, default=10.0, help="publishing rate in Hz")
     parser.add_argument("--window-size", type=int, default=8)
     parser.add_argument("--window-stride", type=int, default=4)
-    parser.add_argument("--model-long-side", type=int, default=112, help="network input long side (pixels)")
+    parser.add_argument(
+        "--model-long-side",
+        type=int,
+        default=0,
+        help="network input long side in pixels (0: the checkpoint's)",
+    )
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=2, help="torch threads of the node")
     parser.add_argument(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from pathlib import Path
 
@@ -237,3 +238,20 @@ def test_hugging_face_cache_resolution(tmp_path, monkeypatch, small_state, small
 def test_invalid_device_is_rejected_before_reading(tmp_path, small_config):
     with pytest.raises(ValueError, match="invalid device"):
         load_checkpoint(tmp_path / "absent.pt", small_config, device="gpu0")
+
+
+def test_inference_settings_travel_with_the_weights(tmp_path, small_vggt):
+    from safetensors.torch import load_file, save_file
+
+    from page4d_ros.model.checkpoint import CONFIG_METADATA_KEY, INFERENCE_METADATA_KEY
+
+    model = small_vggt()
+    plain = save_checkpoint(model, tmp_path / "plain.safetensors")
+    assert load_checkpoint(plain)[1].inference == {}
+    hinted = save_checkpoint(model, tmp_path / "hinted.safetensors", inference={"model_long_side": 112})
+    assert load_checkpoint(hinted)[1].inference == {"model_long_side": 112}
+    broken = tmp_path / "broken.safetensors"
+    metadata = {CONFIG_METADATA_KEY: json.dumps(model.config), INFERENCE_METADATA_KEY: "{not json"}
+    save_file(load_file(str(plain)), str(broken), metadata=metadata)
+    with pytest.raises(CheckpointError, match=INFERENCE_METADATA_KEY):
+        load_checkpoint(broken)

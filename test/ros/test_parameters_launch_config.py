@@ -184,3 +184,23 @@ def test_rviz_config_shows_depth_mask_cloud_path_and_tf_in_odom(repo_root: Path)
         assert f"{topic}" in TOPIC_TYPES
         assert topics[f"/page4d/{topic}"]["Reliability Policy"] == "Reliable"
     assert topics["/page4d/path"]["Durability Policy"] == "Transient Local"
+
+
+def test_model_long_side_zero_takes_the_checkpoint_size(tmp_path: Path, tiny_checkpoint: Path):
+    """The node's default (0) runs a model at the size stored in its checkpoint, else at the native 518; an
+    explicit size always wins."""
+    from page4d_ros.model import load_checkpoint, save_checkpoint
+    from page4d_ros.ros.pipeline_factory import build_pipeline
+
+    model, _ = load_checkpoint(tiny_checkpoint)
+    hinted = save_checkpoint(model, tmp_path / "hinted.safetensors", inference={"model_long_side": 56})
+
+    def long_side(checkpoint: Path, **overrides) -> int:
+        values = {"checkpoint_path": str(checkpoint), "warmup_iters": 0, "device": "cpu", **overrides}
+        bundle = build_pipeline(parameters.validate_parameters(values), log=lambda message: None)
+        return bundle.pipeline.config.model_long_side
+
+    assert parameters.validate_parameters({})["model_long_side"] == 0
+    assert long_side(hinted) == 56
+    assert long_side(hinted, model_long_side=112) == 112
+    assert long_side(tiny_checkpoint) == parameters.NATIVE_LONG_SIDE == 518
