@@ -1,4 +1,9 @@
-"""``page4d-eval``: score predictions against ground truth by the PAGE-4D protocol (paper-style table)."""
+"""``page4d-eval``: score predictions against ground truth by the PAGE-4D protocol (paper-style table).
+
+``page4d-eval held-out --checkpoint FILE [...]`` instead runs a checkpoint on held-out synthetic dynamic
+sequences (per window, or ``--streaming`` through the pipeline) and scores it the same way; see
+:mod:`page4d_ros.training.evaluate`.
+"""
 
 from __future__ import annotations
 
@@ -30,6 +35,10 @@ def build_parser() -> argparse.ArgumentParser:
             "Evaluate predicted poses, depth and dynamic masks against ground truth (ATE/RPE after "
             "Umeyama alignment, video depth with per-sequence alignment, mask IoU, point maps). Give "
             "--pred/--gt once per sequence; several pairs add a mean row."
+        ),
+        epilog=(
+            "page4d-eval held-out --checkpoint FILE [--streaming ...] scores a checkpoint on held-out "
+            "synthetic dynamic sequences instead (page4d-eval held-out --help)."
         ),
     )
     parser.add_argument(
@@ -90,6 +99,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit code (0 ok, 1 nothing could be evaluated, 2 bad arguments or input)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] == "held-out":
+        from page4d_ros.training.evaluate import main as held_out_main
+
+        return held_out_main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     if len(args.pred) != len(args.gt):

@@ -12,8 +12,8 @@ Two protocols:
 Reported per sequence: ATE (also as a percentage of the ground-truth path length), RPE, depth AbsRel /
 delta < 1.25 (median scale) and dynamic-mask IoU.
 
-    python -m page4d_ros.training.evaluate --checkpoint page4d_ros/models/page4d_small.safetensors
-    python -m page4d_ros.training.evaluate --checkpoint ... --streaming --frames 48 --frame-step 3
+    page4d-eval held-out --checkpoint page4d_ros/models/page4d_small.safetensors --width 112 --height 84
+    page4d-eval held-out --checkpoint ... --streaming --frames 48 --width 320 --height 240
 """
 
 from __future__ import annotations
@@ -184,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     """Evaluate a checkpoint on held-out synthetic sequences and print the table."""
     from page4d_ros.model import load_checkpoint
 
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="page4d-eval held-out", description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoint", required=True)
     parser.add_argument("--sequences", type=int, default=8)
     parser.add_argument(

@@ -91,10 +91,20 @@ def test_streaming_protocol_scores_every_published_frame(tiny_checkpoint) -> Non
 def test_evaluate_command_line_streaming(tiny_checkpoint, tmp_path, capsys) -> None:
     import json
 
-    from page4d_ros.training.evaluate import main
+    from page4d_ros.tools.evaluate import main
 
     out = tmp_path / "result.json"
-    argv = ["--checkpoint", str(tiny_checkpoint), "--sequences", "1", "--frames", "8", "--width", "56"]
+    argv = [
+        "held-out",
+        "--checkpoint",
+        str(tiny_checkpoint),
+        "--sequences",
+        "1",
+        "--frames",
+        "8",
+        "--width",
+        "56",
+    ]
     argv += ["--height", "42", "--streaming", "--pipeline", "window_size=4", "--pipeline", "window_stride=2"]
     assert main([*argv, "--json", str(out)]) == 0
     assert json.loads(out.read_text())["results"][0]["frames"]["pose"] == 8
