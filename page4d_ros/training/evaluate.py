@@ -182,7 +182,7 @@ def static_camera_ate(sequence: SyntheticSequence) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     """Evaluate a checkpoint on held-out synthetic sequences and print the table."""
-    from page4d_ros.model import load_checkpoint
+    from page4d_ros.model import CheckpointError, load_checkpoint
 
     parser = argparse.ArgumentParser(prog="page4d-eval held-out", description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoint", required=True)
@@ -208,30 +208,29 @@ def main(argv: list[str] | None = None) -> int:
         action="append",
         default=[],
         metavar="NAME=VALUE",
-        help="streaming pipeline setting (YAML value), e.g. --pipeline model_long_side=112; repeatable",
+        help="streaming pipeline setting (YAML value), e.g. --pipeline mask_geometric=false; repeatable "
+        "(model_long_side defaults to the checkpoint's, else the sequences' long side)",
     )
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     try:
+        model, report = load_checkpoint(args.checkpoint)
         streaming = None
         if args.streaming:
-            settings = {
-                "model_long_side": max(args.width, args.height),
-                "mask_threshold": args.mask_threshold,
-            }
+            long_side = report.inference.get("model_long_side") or max(args.width, args.height)
+            settings = {"model_long_side": long_side, "mask_threshold": args.mask_threshold}
             settings.update(_parse_setting(text) for text in args.pipeline)
             streaming = PipelineConfig.from_dict(settings)
-        model, _ = load_checkpoint(args.checkpoint)
         sequences = held_out_sequences(
             args.sequences, args.frames, args.width, args.height, seed=args.seed, fps=args.fps
         )
         results, summary = evaluate_model(
             model, sequences, args.dynamics_sign, streaming, args.mask_threshold
         )
-    except (ValueError, FileNotFoundError) as error:
-        print(f"evaluate: error: {error}", file=sys.stderr)
+    except (ValueError, FileNotFoundError, CheckpointError) as error:
+        print(f"page4d-eval held-out: error: {error}", file=sys.stderr)
         return 2
     print(format_table(results))
     print(json.dumps(summary))

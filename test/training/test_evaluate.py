@@ -110,3 +110,10 @@ def test_evaluate_command_line_streaming(tiny_checkpoint, tmp_path, capsys) -> N
     assert json.loads(out.read_text())["results"][0]["frames"]["pose"] == 8
     assert main([*argv, "--pipeline", "no_such_setting=1"]) == 2
     assert "no_such_setting" in capsys.readouterr().err
+
+
+def test_evaluate_command_line_reports_a_missing_checkpoint(tmp_path, capsys) -> None:
+    from page4d_ros.tools.evaluate import main
+
+    assert main(["held-out", "--checkpoint", str(tmp_path / "none.safetensors")]) == 2
+    assert "none.safetensors" in capsys.readouterr().err
