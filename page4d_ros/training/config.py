@@ -148,77 +148,37 @@ _SYNTHETIC_VARIETY: list[dict[str, Any]] = [
     )
 ]
 
-# Synthetic windows of the small model's runs (112 x 84, as the shipped model was trained); the presets below
-# share them (``preset`` deep-copies a preset before use).
+# Synthetic windows of the small models (112 x 84, the size the shipped model was trained and runs at).
 _SMALL_TRAIN_DATA: dict[str, Any] = {
-    "num_sequences": 48,
-    "frames_per_sequence": 24,
+    "num_sequences": 192,
+    "frames_per_sequence": 32,
     "width": 112,
     "height": 84,
     "min_frames": 2,
-    "max_frames": 4,
-    "max_stride": 3,
+    "max_frames": 8,
+    "max_stride": 4,
     "generator_kwargs": _SYNTHETIC_VARIETY,
+    "workers": 2,
 }
 _SMALL_VAL_DATA: dict[str, Any] = {
     "num_sequences": 4,
-    "frames_per_sequence": 24,
+    "frames_per_sequence": 32,
     "width": 112,
     "height": 84,
     "seed": 900000,
-    "min_frames": 4,
-    "max_frames": 4,
+    "min_frames": 8,
+    "max_frames": 8,
     "generator_kwargs": _SYNTHETIC_VARIETY,
 }
 
-# Presets. "page4d-small" trains the shipped small model from scratch on synthetic dynamic scenes;
-# "page4d-finetune" is the released PAGE-4D recipe (middle blocks + mask head of a VGGT-1B checkpoint).
+# Presets ("preset" deep-copies them before use). "page4d-small" trains the shipped small model from scratch
+# on synthetic dynamic scenes; "page4d-small-v1" is the first, smaller recipe (its runs are the mask ablation
+# of MODEL_CARD.md); "page4d-finetune" is the released PAGE-4D recipe (middle blocks + mask head of VGGT-1B).
 PRESETS: dict[str, dict[str, Any]] = {
+    # 4-window batches of 2-8 frames (the node's window is 8) with strides up to 4 (the node's keyframe gate
+    # also spaces frames), the depth gradient term on, a cosine decay over the whole run, and a per-pixel
+    # dynamic channel (``dense_dynamics``) trained against the ground-truth motion masks.
     "page4d-small": {
-        "model": "page4d-small",
-        "trainable": "all",
-        "steps": 1200,
-        "batch_size": 1,
-        "lr": 3e-4,
-        "mask_head_lr": 6e-4,
-        "mask": {"mode": "hold"},
-        "mask_supervision_weight": 1.0,
-        "mask_positive_weight": 10.0,
-        "val_every": 100,
-        "checkpoint_every": 100,
-        "data": _SMALL_TRAIN_DATA,
-        "val_data": _SMALL_VAL_DATA,
-    },
-    # Stage 2 of the shipped small model: continues from the "page4d-small" run's weights (run that preset
-    # with ``--out runs/page4d-small`` first) on more sequences with a lower LR. Two deviations (see
-    # MODEL_CARD.md): no depth gradient term (its -alpha*log(conf) then also acted on pixels without ground
-    # truth and drove the loss to NaN; fixed since in losses.gradient_loss) and a 3x stronger auxiliary mask
-    # loss.
-    "page4d-small-stage2": {
-        "model": "page4d-small",
-        "init_checkpoint": "runs/page4d-small/model.safetensors",
-        "trainable": "all",
-        "steps": 4800,
-        "batch_size": 1,
-        "lr": 1e-4,
-        "mask_head_lr": 3e-4,
-        "warmup_fraction": 0.03,
-        "mask_head_warmup_fraction": 0.05,
-        "min_lr_factor": 0.01,
-        "depth": {"gradient_loss": "none"},
-        "mask": {"mode": "hold"},
-        "mask_supervision_weight": 3.0,
-        "mask_positive_weight": 10.0,
-        "val_every": 400,
-        "checkpoint_every": 200,
-        "data": {**_SMALL_TRAIN_DATA, "num_sequences": 160},
-        "val_data": _SMALL_VAL_DATA,
-    },
-    # Second recipe of the shipped small model: 4-window batches of 2-8 frames (the node's window is 8) with
-    # strides up to 4 (the node's keyframe gate also spaces frames), 192 longer sequences, the depth gradient
-    # term on (its NaN is fixed), a cosine decay over the whole run, and a per-pixel dynamic channel
-    # (``dense_dynamics``) trained against the ground-truth motion masks.
-    "page4d-small-dense": {
         "model": {"preset": "page4d-small", "dense_dynamics": True},
         "trainable": "all",
         "steps": 5500,
@@ -235,16 +195,29 @@ PRESETS: dict[str, dict[str, Any]] = {
         "dense_mask_positive_weight": 3.0,
         "val_every": 250,
         "checkpoint_every": 250,
+        "data": _SMALL_TRAIN_DATA,
+        "val_data": _SMALL_VAL_DATA,
+    },
+    "page4d-small-v1": {
+        "model": "page4d-small",
+        "trainable": "all",
+        "steps": 1200,
+        "batch_size": 1,
+        "lr": 3e-4,
+        "mask_head_lr": 6e-4,
+        "mask": {"mode": "hold"},
+        "mask_supervision_weight": 1.0,
+        "mask_positive_weight": 10.0,
+        "val_every": 100,
+        "checkpoint_every": 100,
         "data": {
             **_SMALL_TRAIN_DATA,
-            "num_sequences": 192,
-            "frames_per_sequence": 32,
-            "max_frames": 8,
-            "max_stride": 4,
-            "workers": 2,
-            "cache_dir": "out/cache",
+            "num_sequences": 48,
+            "frames_per_sequence": 24,
+            "max_frames": 4,
+            "max_stride": 3,
         },
-        "val_data": {**_SMALL_VAL_DATA, "frames_per_sequence": 32, "min_frames": 8, "max_frames": 8},
+        "val_data": {**_SMALL_VAL_DATA, "frames_per_sequence": 24, "min_frames": 4, "max_frames": 4},
     },
     "page4d-finetune": {
         "model": "page4d-mask",
