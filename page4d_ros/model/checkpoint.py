@@ -34,9 +34,9 @@ from page4d_ros.model.config import resolve_config
 from page4d_ros.model.vggt import TRACK_HEAD_PREFIX, VGGT, build_model, resolve_device
 
 CONFIG_METADATA_KEY = "page4d_ros.config"
-INFERENCE_METADATA_KEY = "page4d_ros.inference"
-"""Safetensors metadata entry with inference settings a model was trained for (e.g. ``model_long_side``)."""
 """safetensors metadata entry holding the JSON model config in files written by :func:`save_checkpoint`."""
+INFERENCE_METADATA_KEY = "page4d_ros.inference"
+"""safetensors metadata entry with the inference settings the model was trained for (``model_long_side``)."""
 
 SKIPPED_PREFIXES = (TRACK_HEAD_PREFIX,)
 _STRIPPED_PREFIXES = ("module.", "_orig_mod.")

@@ -7,6 +7,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+import yaml
+
 RESIZE_MODES = ("crop", "pad")
 SCALE_SOURCES = ("none", "fixed", "odometry", "depth", "camera_height")
 MASK_FUSIONS = ("max", "mean")
@@ -251,3 +253,19 @@ class PipelineConfig:
         integer("history_max_poses", 1)
         if problems:
             raise ValueError("invalid pipeline config: " + "; ".join(problems))
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``name=value`` from a command line, the value parsed as YAML (numbers, booleans, lists)."""
+    name, separator, value = text.partition("=")
+    if not separator or not name.strip():
+        raise ValueError(f"setting '{text}' must look like name=value")
+    return name.strip(), yaml.safe_load(value)
+
+
+def checkpoint_long_side(inference: dict[str, Any]) -> int | None:
+    """The ``model_long_side`` a checkpoint's inference metadata recommends, if it is a usable one."""
+    value = inference.get("model_long_side")
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0 and value % PATCH_SIZE == 0:
+        return value
+    return None

@@ -101,16 +101,6 @@ class PipelineBundle:
             torch.cuda.empty_cache()
 
 
-def checkpoint_long_side(inference: dict[str, Any]) -> int | None:
-    """The ``model_long_side`` a checkpoint's inference metadata recommends, if it is a usable one."""
-    from page4d_ros.pipeline.config import PATCH_SIZE
-
-    value = inference.get("model_long_side")
-    if isinstance(value, int) and not isinstance(value, bool) and value > 0 and value % PATCH_SIZE == 0:
-        return value
-    return None
-
-
 def warm_up(predictor: Any, config: Any, iterations: int) -> None:
     """Run ``iterations`` windows of zeros at the network input size so the first real window is not slow."""
     from page4d_ros.pipeline.config import PATCH_SIZE
@@ -131,10 +121,10 @@ def build_pipeline(settings: dict[str, Any], log: Callable[[str], None] = print)
     checkpoint).
     """
     from page4d_ros.model import load_checkpoint
+    from page4d_ros.pipeline.config import checkpoint_long_side
     from page4d_ros.pipeline.predictor import ModelPredictor
     from page4d_ros.pipeline.runner import StreamingPipeline
 
-    pipeline_config(settings)  # refuse bad settings before the (slow) checkpoint load
     path = resolve_checkpoint(settings["checkpoint_path"])
     device = resolve_device(settings["device"])
     dtype = resolve_dtype(settings["precision"], device)

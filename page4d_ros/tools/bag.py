@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
+from page4d_ros.pipeline.config import parse_override
 from page4d_ros.pipeline.types import CameraCalibration, Frame
 from page4d_ros.ros import conversions
 from page4d_ros.ros.messages import RosbagsMessageFactory, build_tf_message
@@ -281,14 +281,6 @@ def process_bag(
     return summary
 
 
-def _parse_override(text: str) -> tuple[str, Any]:
-    """``name=value`` with the value parsed as YAML (numbers, booleans, lists)."""
-    name, separator, value = text.partition("=")
-    if not separator or not name:
-        raise ValueError(f"parameter override '{text}' must look like name=value")
-    return name.strip(), yaml.safe_load(value)
-
-
 def build_argument_parser() -> argparse.ArgumentParser:
     """The command-line interface of ``page4d-bag``."""
     parser = argparse.ArgumentParser(
@@ -320,7 +312,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_argument_parser().parse_args(argv)
     try:
         values = load_parameters_file(args.params) if args.params else {}
-        values.update(dict(_parse_override(text) for text in args.param))
+        values.update(dict(parse_override(text) for text in args.param))
         settings = validate_parameters(values)
         summary = process_bag(
             args.input,

@@ -26,11 +26,10 @@ from typing import Any
 
 import numpy as np
 import torch
-import yaml
 
 from page4d_ros.evaluation.protocol import PredictionSet, evaluate, format_table, summarize
 from page4d_ros.evaluation.trajectory import absolute_trajectory_error
-from page4d_ros.pipeline.config import PipelineConfig
+from page4d_ros.pipeline.config import PipelineConfig, checkpoint_long_side, parse_override
 from page4d_ros.pipeline.masks import network_probability
 from page4d_ros.pipeline.predictor import ModelPredictor
 from page4d_ros.pipeline.runner import StreamingPipeline
@@ -219,9 +218,9 @@ def main(argv: list[str] | None = None) -> int:
         model, report = load_checkpoint(args.checkpoint)
         streaming = None
         if args.streaming:
-            long_side = report.inference.get("model_long_side") or max(args.width, args.height)
+            long_side = checkpoint_long_side(report.inference) or max(args.width, args.height)
             settings = {"model_long_side": long_side, "mask_threshold": args.mask_threshold}
-            settings.update(_parse_setting(text) for text in args.pipeline)
+            settings.update(parse_override(text) for text in args.pipeline)
             streaming = PipelineConfig.from_dict(settings)
         sequences = held_out_sequences(
             args.sequences, args.frames, args.width, args.height, seed=args.seed, fps=args.fps
@@ -239,14 +238,6 @@ def main(argv: list[str] | None = None) -> int:
             json.dumps({"summary": summary, "results": results}, indent=2, default=float)
         )
     return 0
-
-
-def _parse_setting(text: str) -> tuple[str, Any]:
-    """``NAME=VALUE`` with a YAML-typed value."""
-    name, separator, value = text.partition("=")
-    if not separator or not name.strip():
-        raise ValueError(f"--pipeline expects NAME=VALUE, got {text!r}")
-    return name.strip(), yaml.safe_load(value)
 
 
 if __name__ == "__main__":
