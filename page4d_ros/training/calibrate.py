@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from page4d_ros.synthetic import SyntheticSequence
+from page4d_ros.training.evaluate import held_out_sequences, run_window
 
 DENSE_BIAS_INDEX = 2
 """Output channel of the depth head's last convolution that holds the dynamic logit (after depth, conf)."""
@@ -35,10 +36,7 @@ def dynamic_probabilities(model: torch.nn.Module, sequence: SyntheticSequence) -
     """Per-pixel dynamic probabilities ``[S, H, W]`` of one window holding all frames of ``sequence``."""
     if not model.config.get("dense_dynamics"):
         raise ValueError("the model has no per-pixel dynamic channel (dense_dynamics is off)")
-    images = torch.from_numpy(sequence.rgb).float().div(255.0).permute(0, 3, 1, 2)[None]
-    model.eval()
-    with torch.inference_mode():
-        outputs = model(images, compute_camera=False, compute_points=False)
+    outputs = run_window(model, sequence, compute_camera=False, compute_points=False)
     return torch.sigmoid(outputs["dynamic_logits"][0].float()).numpy()
 
 
@@ -71,7 +69,6 @@ def shift_decision_threshold(model: torch.nn.Module, threshold: float) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Pick the best threshold on validation sequences, bake it into the weights and save the result."""
     from page4d_ros.model import CheckpointError, load_checkpoint, save_checkpoint
-    from page4d_ros.training.evaluate import held_out_sequences
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoint", required=True)

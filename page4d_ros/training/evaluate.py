@@ -46,6 +46,19 @@ HELD_OUT_SCENES: list[dict[str, Any]] = [
 ]
 
 
+def run_window(
+    model: torch.nn.Module, sequence: SyntheticSequence, **forward_options: bool
+) -> dict[str, Any]:
+    """The network's outputs for one window holding every frame of ``sequence`` (eval mode, no gradients);
+    ``forward_options`` (``compute_camera``, ``compute_points``, ...) go to the forward."""
+    if sequence.rgb is None:
+        raise ValueError("the sequence has no RGB images to run the model on")
+    images = torch.from_numpy(sequence.rgb).float().div(255.0).permute(0, 3, 1, 2)[None]
+    model.eval()
+    with torch.inference_mode():
+        return model(images, **forward_options)
+
+
 def predict_window(
     model: torch.nn.Module, sequence: SyntheticSequence, dynamics_sign: float = -1.0, threshold: float = 0.5
 ) -> PredictionSet:
@@ -58,13 +71,8 @@ def predict_window(
     """
     from page4d_ros.model import pose_encoding_to_extri_intri
 
-    if sequence.rgb is None:
-        raise ValueError("the sequence has no RGB images to run the model on")
+    outputs = run_window(model, sequence, compute_points=False)
     height, width = sequence.rgb.shape[1:3]
-    images = torch.from_numpy(sequence.rgb).float().div(255.0).permute(0, 3, 1, 2)[None]
-    model.eval()
-    with torch.inference_mode():
-        outputs = model(images, compute_points=False)
     extrinsics, intrinsics = pose_encoding_to_extri_intri(outputs["pose_enc"], (height, width))
     extrinsics_4x4 = np.tile(np.eye(4), (extrinsics.shape[1], 1, 1))
     extrinsics_4x4[:, :3, :] = extrinsics[0].double().numpy()
