@@ -16,6 +16,7 @@ import os
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +27,7 @@ from geometry_msgs.msg import PoseWithCovarianceStamped
 from nav_msgs.msg import Odometry
 from nav_msgs.msg import Path as PathMsg
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
-from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import (
     DurabilityPolicy,
@@ -140,6 +140,7 @@ class Page4dNode(LifecycleNode):
         self._aux_inputs: deque[tuple[str, int, np.ndarray]] = deque(maxlen=256)
         self._camera_infos = CameraInfoCache()
         self._pipeline_lock = threading.Lock()
+        self._pipeline_actions: deque[tuple[str, Callable[[], None]]] = deque()
         self._worker: threading.Thread | None = None
         self._stop_worker = threading.Event()
         self._static_frames: set[str] = set()
@@ -156,20 +157,16 @@ class Page4dNode(LifecycleNode):
         self._last_result: Any = None
         self._tf_note = ""
         self._frames_processed = 0
+        self._images_received = 0
         self._resets = 0
         self._reset_since_report = False
-        self._input_group = MutuallyExclusiveCallbackGroup()
-        self._service_group = MutuallyExclusiveCallbackGroup()
-        self._tf_group = MutuallyExclusiveCallbackGroup()
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self._diagnostics_publisher = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         period = self.get_parameter("diagnostics_period").value
         period = float(period) if isinstance(period, (int, float)) and period > 0 else 1.0
-        self._diagnostics_timer = self.create_timer(
-            max(period, 0.05), self._publish_diagnostics, callback_group=MutuallyExclusiveCallbackGroup()
-        )
-        self.create_service(Trigger, "~/reset", self._on_reset, callback_group=self._service_group)
-        self.create_service(Trigger, "~/save", self._on_save, callback_group=self._service_group)
+        self._diagnostics_timer = self.create_timer(max(period, 0.05), self._publish_diagnostics)
+        self.create_service(Trigger, "~/reset", self._on_reset)
+        self.create_service(Trigger, "~/save", self._on_save)
 
     # ---------------------------------------------------------------------------------------------- lifecycle
     def autostart(self) -> None:
@@ -229,38 +226,28 @@ class Page4dNode(LifecycleNode):
         settings = self._settings
         assert settings is not None
         input_qos = qos_profile(settings["input_qos"], settings["input_queue_depth"])
-        group = self._input_group
         if settings["image_transport"] == "compressed":
             image_sub = self.create_subscription(
                 CompressedImage,
                 "image/compressed",
                 self._on_compressed_image,
                 input_qos,
-                callback_group=group,
             )
         else:
-            image_sub = self.create_subscription(
-                Image, "image", self._on_image, input_qos, callback_group=group
-            )
+            image_sub = self.create_subscription(Image, "image", self._on_image, input_qos)
         self._input_subscriptions = [
             image_sub,
-            self.create_subscription(
-                CameraInfo, "camera_info", self._on_camera_info, input_qos, callback_group=group
-            ),
-            self.create_subscription(TFMessage, "/tf", self._on_tf, TF_QOS, callback_group=self._tf_group),
-            self.create_subscription(
-                TFMessage, "/tf_static", self._on_tf, TF_STATIC_QOS, callback_group=self._tf_group
-            ),
+            self.create_subscription(CameraInfo, "camera_info", self._on_camera_info, input_qos),
+            self.create_subscription(TFMessage, "/tf", self._on_tf, TF_QOS),
+            self.create_subscription(TFMessage, "/tf_static", self._on_tf, TF_STATIC_QOS),
         ]
         if settings["scale_source"] == "odometry":
             self._input_subscriptions.append(
-                self.create_subscription(Odometry, "odom", self._on_odometry, 50, callback_group=group)
+                self.create_subscription(Odometry, "odom", self._on_odometry, 50)
             )
         if settings["scale_source"] == "depth":
             self._input_subscriptions.append(
-                self.create_subscription(
-                    Image, "metric_depth", self._on_metric_depth, input_qos, callback_group=group
-                )
+                self.create_subscription(Image, "metric_depth", self._on_metric_depth, input_qos)
             )
         self._start_tf2_listener()
         self._stop_worker.clear()
@@ -297,6 +284,30 @@ class Page4dNode(LifecycleNode):
         self._lifecycle_state = "unconfigured"
         return TransitionCallbackReturn.SUCCESS
 
+    def _apply_to_pipeline(self, name: str, action: Callable[[], None]) -> None:
+        """Run ``action`` under the pipeline lock: on the worker between frames when it runs, else now.
+
+        Service and parameter callbacks share the one executor thread with the inputs, so they hand pipeline
+        changes to the worker instead of waiting for the lock through a whole window.
+        """
+        worker = self._worker
+        if worker is not None and worker.is_alive():
+            self._pipeline_actions.append((name, action))
+        else:
+            with self._pipeline_lock:
+                action()
+
+    def _run_pipeline_actions(self) -> None:
+        """Apply the queued pipeline changes in order (any failure is reported, the rest still run)."""
+        while self._pipeline_actions:
+            name, action = self._pipeline_actions.popleft()
+            try:
+                with self._pipeline_lock:
+                    action()
+            except Exception as error:  # a failed change must not stop the worker; it is reported instead
+                self._problems.report("pipeline_error", f"{name} failed: {type(error).__name__}: {error}")
+                self.get_logger().error(f"{name} failed: {type(error).__name__}: {error}")
+
     def _stop_inputs_and_worker(self) -> None:
         self._active = False
         for subscription in self._input_subscriptions:
@@ -310,6 +321,7 @@ class Page4dNode(LifecycleNode):
         if self._worker is not None and self._worker is not threading.current_thread():
             self._worker.join(timeout=30.0)
         self._worker = None
+        self._run_pipeline_actions()
         self._queue.clear()
 
     def _release(self) -> None:
@@ -369,7 +381,7 @@ class Page4dNode(LifecycleNode):
 
     # ------------------------------------------------------------------------------------------------ inputs
     def _on_image(self, msg: Image) -> None:
-        self._input_rate.tick(self.get_clock().now().nanoseconds)
+        self._count_image()
         try:
             rgb = conversions.image_to_rgb(
                 msg.encoding, msg.height, msg.width, msg.step, msg.is_bigendian, msg.data
@@ -380,13 +392,17 @@ class Page4dNode(LifecycleNode):
         self._enqueue(rgb, _stamp_ns(msg.header), msg.header.frame_id, msg.encoding)
 
     def _on_compressed_image(self, msg: CompressedImage) -> None:
-        self._input_rate.tick(self.get_clock().now().nanoseconds)
+        self._count_image()
         try:
             rgb = conversions.compressed_to_rgb(msg.format, msg.data)
         except conversions.ImageConversionError as error:
             self._problems.report(error.kind, str(error))
             return
         self._enqueue(rgb, _stamp_ns(msg.header), msg.header.frame_id, f"compressed {msg.format}")
+
+    def _count_image(self) -> None:
+        self._images_received += 1
+        self._input_rate.tick(self.get_clock().now().nanoseconds)
 
     def _enqueue(self, rgb: np.ndarray, stamp_ns: int, frame_id: str, encoding: str) -> None:
         settings = self._settings
@@ -481,6 +497,7 @@ class Page4dNode(LifecycleNode):
     def _worker_loop(self) -> None:
         while not self._stop_worker.is_set():
             frame = self._queue.get(timeout=0.1)
+            self._run_pipeline_actions()
             if frame is None:
                 continue
             started = time.perf_counter()
@@ -533,8 +550,11 @@ class Page4dNode(LifecycleNode):
     def _reset_pipeline(self, reason: str) -> None:
         """Start a new pipeline segment; the pipeline re-anchors it at the last published pose."""
         with self._pipeline_lock:
-            if self._bundle is not None:
-                self._bundle.pipeline.reset(reason)
+            self._reset_pipeline_locked(reason)
+
+    def _reset_pipeline_locked(self, reason: str) -> None:
+        if self._bundle is not None:
+            self._bundle.pipeline.reset(reason)
         self._resets += 1
         self._reset_since_report = True
 
@@ -572,7 +592,7 @@ class Page4dNode(LifecycleNode):
             response.success, response.message = False, f"node is {self._lifecycle_state}, not active"
             return response
         dropped = self._queue.clear()
-        self._reset_pipeline("reset service")
+        self._apply_to_pipeline("reset", lambda: self._reset_pipeline_locked("reset service"))
         self._problems.report(
             "reset", "reset requested through ~/reset: windows cleared, odometry re-anchored"
         )
@@ -623,12 +643,12 @@ class Page4dNode(LifecycleNode):
         except ValueError as error:
             return SetParametersResult(successful=False, reason=str(error))
         pipeline_changes = {k: merged[k] for k in update if k in parameters.PIPELINE_PARAMETER_NAMES}
-        if pipeline_changes and self._bundle is not None:
-            with self._pipeline_lock:
-                try:
-                    self._bundle.pipeline.update_config(**pipeline_changes)
-                except ValueError as error:
-                    return SetParametersResult(successful=False, reason=str(error))
+        bundle = self._bundle
+        if pipeline_changes and bundle is not None:
+            # validate_parameters checked the whole PipelineConfig; the worker applies it between frames.
+            self._apply_to_pipeline(
+                "parameter change", lambda: bundle.pipeline.update_config(**pipeline_changes)
+            )
         node_changes = {k: merged[k] for k in update}
         self._settings.update(node_changes)
         if self._builder is not None:
@@ -658,6 +678,7 @@ class Page4dNode(LifecycleNode):
         input_status.values.update(
             {
                 "input_rate_hz": f"{rate:.2f}",
+                "images_received": str(self._images_received),
                 "camera_info_present": str(self._camera_infos.has_any()).lower(),
                 "camera_info_received": str(self._camera_infos.received),
                 "encoding": self._last_input.get("encoding", ""),
@@ -786,10 +807,13 @@ class Page4dNode(LifecycleNode):
 
 
 def main(args: list[str] | None = None) -> None:
-    """Entry point of ``page4d_node``: spin the node on a multi-threaded executor (autostart when enabled)."""
+    """Entry point of ``page4d_node``: spin the node on one executor thread (autostart when enabled)."""
     rclpy.init(args=args)
     node = Page4dNode()
-    executor = MultiThreadedExecutor(num_threads=4)
+    # One executor thread: rclpy's Python MultiThreadedExecutor spends its time polling threads and futures,
+    # competing with the worker for the GIL; with it the node took in 17 to 296 of 300 images sent at 30 Hz,
+    # with this one 296 to 300 (benchmarks/README.md, "Node input"). No callback waits for the worker.
+    executor = SingleThreadedExecutor()
     executor.add_node(node)
     try:
         node.autostart()

@@ -119,10 +119,12 @@ class RosProbe:
 
     def __init__(self, context: Any, name: str = "page4d_probe") -> None:
         import rclpy
-        from rclpy.executors import MultiThreadedExecutor
+        from rclpy.executors import SingleThreadedExecutor
 
         self.node = rclpy.create_node(name, context=context)
-        self.executor = MultiThreadedExecutor(num_threads=2, context=context)
+        # One executor thread: rclpy's Python MultiThreadedExecutor holds the GIL polling its threads and
+        # stalled the test's own publishing for seconds at a time.
+        self.executor = SingleThreadedExecutor(context=context)
         self.executor.add_node(self.node)
         self.lock = threading.Lock()
         self.received: dict[str, list[Any]] = defaultdict(list)

@@ -72,7 +72,8 @@ def test_node_outputs_services_and_tf_over_dds(
     player = spawn_process(str(Path(__file__).with_name("sequence_player.py")), *player_args)
     stamps = [int(stamp) for stamp in seq.stamps_ns]
     assert probe.wait_for(lambda: len(probe.messages("camera_pose")) >= len(stamps), 120.0), (
-        f"{len(probe.messages('camera_pose'))} of {len(stamps)} frames came out (player exit {player.poll()})"
+        f"{len(probe.messages('camera_pose'))} of {len(stamps)} frames came out "
+        f"(player exit {player.poll()}); input {probe.diagnostic_values('page4d: input')}"
     )
     time.sleep(0.5)
 
@@ -177,7 +178,7 @@ def test_node_outputs_services_and_tf_over_dds(
     assert float(probe.diagnostic_values("page4d: latency")["latency_ms_p50"]) > 0
     assert probe.diagnostic_values("page4d: scale")["scale_state"] == "model_units"
 
-    # Services: ~/save writes the map and trajectory; ~/reset succeeds.
+    # Services: ~/save writes the map and trajectory; ~/reset succeeds and takes effect.
     saved = probe.call(Trigger, f"{ros_helpers.NODE}/save", Trigger.Request())
     assert saved is not None and saved.success, saved
     tum_files = list((tmp_path / "saved").glob("*.tum"))
@@ -190,6 +191,8 @@ def test_node_outputs_services_and_tf_over_dds(
     assert "element vertex" in header and int(header.split("element vertex ")[1].split()[0]) > 100
     reset = probe.call(Trigger, f"{ros_helpers.NODE}/reset", Trigger.Request())
     assert reset is not None and reset.success, reset
+    # The worker applies the reset between frames (the service does not wait for a running window).
+    assert probe.wait_for(lambda: probe.diagnostic_values("page4d: tracking").get("resets") == "1", 10.0)
 
     # Run-time parameters: thresholds are tunable, the window size is fixed after configure.
     def set_parameter(name: str, value: ParameterValue) -> bool:
@@ -205,6 +208,11 @@ def test_node_outputs_services_and_tf_over_dds(
     )
     assert not set_parameter(
         "max_depth_m", ParameterValue(type=ParameterType.PARAMETER_DOUBLE, double_value=-1.0)
+    )
+    # A depth range no surface is in: every depth pixel of the frames published from now on is NaN.
+    assert set_parameter("min_depth_m", ParameterValue(type=ParameterType.PARAMETER_DOUBLE, double_value=0.0))
+    assert set_parameter(
+        "max_depth_m", ParameterValue(type=ParameterType.PARAMETER_DOUBLE, double_value=1e-9)
     )
 
     # Another authority publishing odom -> camera_link: the node stops broadcasting and reports an ERROR.
@@ -230,4 +238,7 @@ def test_node_outputs_services_and_tf_over_dds(
     assert probe.wait_for(lambda: len(probe.messages("camera_pose")) >= before + 2, 60.0)
     own = [t for m in probe.messages("tf") for t in m.transforms if t.header.stamp.sec != 5]
     assert own == [], "the node kept broadcasting an edge another authority owns"
+    later_depth = [m for m in probe.messages("depth/image") if ros_helpers.stamp_of(m.header) in set(later)]
+    assert later_depth, "no depth image of the frames sent after the parameter change"
+    assert all(np.isnan(np.frombuffer(m.data, np.float32)).all() for m in later_depth)
     assert node.poll() is None, "node process died"
