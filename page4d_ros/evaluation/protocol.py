@@ -233,7 +233,11 @@ def evaluate(
         ``{"name", "frames": {...}, "pose": {...} | None, "depth": ..., "mask": ..., "points": ...}``.
     """
     gt_stamps = gt.stamps_ns
-    pose_pairs = match_stamps(gt_stamps, list(prediction.poses), max_difference_ns)
+    pose_pairs = [
+        (index, stamp)
+        for index, stamp in match_stamps(gt_stamps, list(prediction.poses), max_difference_ns)
+        if np.isfinite(gt.T_world_cam[index]).all()
+    ]
     depth_pairs = (
         match_stamps(gt_stamps, list(prediction.depth), max_difference_ns) if gt.depth is not None else []
     )
@@ -309,13 +313,17 @@ def _point_maps(
     max_depth: float | None,
     max_points: int,
 ) -> dict[str, float] | None:
-    """Point-map accuracy/completeness of the frames that have predicted depth and pose, in GT world units.
+    """Point-map accuracy/completeness of the frames with predicted depth and pose and a GT pose, in GT units.
 
     Predicted points are back-projected with the predicted K (scaled to the GT size) or, without one, the GT
     K, moved by the predicted poses and mapped by the trajectory alignment; GT points use GT depth, K and
     poses.
     """
-    pairs = [(index, stamp) for index, stamp in depth_pairs if stamp in prediction.poses]
+    pairs = [
+        (index, stamp)
+        for index, stamp in depth_pairs
+        if stamp in prediction.poses and np.isfinite(gt.T_world_cam[index]).all()
+    ]
     if not pairs:
         return None
     height, width = gt.depth.shape[1:]

@@ -1,12 +1,13 @@
 """Procedural dynamic scenes with ground truth, writers (MCAP, TUM, npz) and dataset loaders.
 
 ``generate_sequence`` renders a deterministic sequence; ``write_sequence`` / ``load_sequence`` move sequences
-to and from disk. Loaders also read TUM RGB-D, Bonn RGB-D Dynamic and MPI Sintel layouts.
+to and from disk. Loaders also read TUM RGB-D, Bonn RGB-D Dynamic, MPI Sintel and DAVIS layouts.
 """
 
 from page4d_ros.synthetic.loaders import (
     detect_format,
     load_bonn,
+    load_davis,
     load_mcap,
     load_npz,
     load_sequence,
@@ -29,6 +30,7 @@ __all__ = [
     "generate_sequence",
     "invert_poses",
     "load_bonn",
+    "load_davis",
     "load_mcap",
     "load_npz",
     "load_sequence",

@@ -1,5 +1,5 @@
-"""Load sequences into ``SyntheticSequence`` form: our MCAP/TUM/npz outputs, TUM RGB-D, Bonn RGB-D Dynamic and
-MPI Sintel folder layouts."""
+"""Load sequences into ``SyntheticSequence`` form: our MCAP/TUM/npz outputs, TUM RGB-D, Bonn RGB-D Dynamic,
+MPI Sintel and DAVIS folder layouts."""
 
 from __future__ import annotations
 
@@ -36,6 +36,7 @@ TUM_INTRINSICS = {
 }
 BONN_INTRINSICS = (542.822841, 542.576870, 315.593520, 237.756098)
 SINTEL_FPS = 24.0
+DAVIS_FPS = 24.0
 SINTEL_TAG = 202021.25
 _STAMP_PATTERN = re.compile(r"^\d+(\.\d+)?$")
 
@@ -273,6 +274,23 @@ def read_sintel_camera(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     return values[:9].reshape(3, 3).copy(), values[9:].reshape(3, 4).copy()
 
 
+def _video_stamps(indices: np.ndarray, fps: float) -> np.ndarray:
+    """Stamps of frames of a video without time stamps: frame i at ``i / fps`` seconds after a fixed epoch."""
+    return 1_000_000_000_000_000_000 + np.rint(indices * 1e9 / fps).astype(np.int64)
+
+
+def _choose_scene(folder: Path, scene: str | None, dataset: str) -> str:
+    """The scene sub-folder of ``folder`` to load: ``scene``, or the only one (ValueError otherwise)."""
+    scenes = sorted(entry.name for entry in folder.iterdir() if entry.is_dir())
+    if scene is None:
+        if len(scenes) != 1:
+            raise ValueError(f"{folder} holds scenes {scenes}; name one with scene=...")
+        return scenes[0]
+    if scene not in scenes:
+        raise ValueError(f"{dataset} scene {scene!r} not found; available: {scenes}")
+    return scene
+
+
 def load_sintel(
     root: str | Path,
     scene: str | None = None,
@@ -295,15 +313,10 @@ def load_sintel(
     camera_root = base / "camdata_left"
     if not camera_root.is_dir():
         raise ValueError(f"{root} is not an MPI Sintel folder (no camdata_left/ or training/camdata_left/)")
-    scenes = sorted(entry.name for entry in camera_root.iterdir() if entry.is_dir())
-    if scene is None:
-        if len(scenes) != 1:
-            raise ValueError(f"{root} holds scenes {scenes}; name one with scene=...")
-        scene = scenes[0]
-    if scene not in scenes:
-        raise ValueError(f"Sintel scene {scene!r} not found; available: {scenes}")
+    scene = _choose_scene(camera_root, scene, "Sintel")
     frames = sorted(p.stem for p in (camera_root / scene).glob("frame_*.cam"))
-    frames = [frames[i] for i in _select(len(frames), start, stop, stride)]
+    indices = np.asarray(_select(len(frames), start, stop, stride), dtype=np.int64)
+    frames = [frames[i] for i in indices]
     if not frames:
         raise ValueError(f"no frames selected in Sintel scene {scene!r}")
     cameras = [read_sintel_camera(camera_root / scene / f"{frame}.cam") for frame in frames]
@@ -316,7 +329,7 @@ def load_sintel(
         masks = (masks if masks.ndim == 3 else masks[..., 0]) > 0
     extrinsics = np.tile(np.eye(4), (len(frames), 1, 1))
     extrinsics[:, :3, :] = np.stack([camera[1] for camera in cameras])
-    stamps = 1_000_000_000_000_000_000 + np.rint(np.arange(len(frames)) * 1e9 / fps).astype(np.int64)
+    stamps = _video_stamps(indices, fps)
     return SyntheticSequence(
         rgb=np.ascontiguousarray(rgb, dtype=np.uint8),
         depth=np.where(np.isfinite(depth) & (depth > 0), depth, 0.0).astype(np.float32),
@@ -329,6 +342,57 @@ def load_sintel(
         camera_motion="sintel",
         scene=f"sintel/{scene}",
         metadata={"source": str(root), "source_format": "sintel", "frames": frames},
+    )
+
+
+def load_davis(
+    root: str | Path,
+    scene: str | None = None,
+    *,
+    resolution: str = "480p",
+    start: int = 0,
+    stop: int | None = None,
+    stride: int = 1,
+    fps: float = DAVIS_FPS,
+) -> SyntheticSequence:
+    """Load one DAVIS video from ``<root>/JPEGImages/<resolution>/<scene>/*.jpg`` and its annotations.
+
+    Annotations (``Annotations/<resolution>/<scene>/*.png``, binary in DAVIS 2016, object ids in 2017) mark
+    the moving objects: nonzero = dynamic. DAVIS has no camera poses, depth or intrinsics: poses are NaN (the
+    evaluation skips them), depth and K None. Frame i gets ``i / fps`` seconds after a fixed epoch.
+    """
+    root = Path(root)
+    image_root = root / "JPEGImages" / resolution
+    if not image_root.is_dir():
+        raise ValueError(f"{root} is not a DAVIS folder (no JPEGImages/{resolution}/)")
+    scene = _choose_scene(image_root, scene, "DAVIS")
+    frames = sorted(path.stem for path in (image_root / scene).glob("*.jpg"))
+    indices = np.asarray(_select(len(frames), start, stop, stride), dtype=np.int64)
+    frames = [frames[i] for i in indices]
+    if not frames:
+        raise ValueError(f"no frames selected in DAVIS video {scene!r}")
+    rgb = []
+    for frame in frames:
+        with Image.open(image_root / scene / f"{frame}.jpg") as image:
+            rgb.append(np.array(image.convert("RGB")))
+    mask_folder = root / "Annotations" / resolution / scene
+    masks = None
+    if mask_folder.is_dir():
+        masks = np.stack([_read_png(mask_folder / f"{frame}.png") for frame in frames])
+        masks = (masks if masks.ndim == 3 else masks[..., 0]) > 0
+    stamps = _video_stamps(indices, fps)
+    return SyntheticSequence(
+        rgb=np.stack(rgb),
+        depth=None,
+        dynamic_mask=masks,
+        instance_ids=None,
+        T_world_cam=np.full((len(frames), 4, 4), np.nan),
+        K=None,
+        stamps_ns=stamps,
+        fps=fps,
+        camera_motion="davis",
+        scene=f"davis/{scene}",
+        metadata={"source": str(root), "source_format": "davis", "frames": frames},
     )
 
 
@@ -432,7 +496,7 @@ def load_mcap(path: str | Path, *, world_frame: str = GT_WORLD_FRAME) -> Synthet
 
 
 def detect_format(path: str | Path) -> str:
-    """Guess a path's layout: "npz", "mcap", "tum", "bonn" or "sintel" (ValueError when none fits)."""
+    """Guess a path's layout: npz, mcap, tum, bonn, sintel or davis (ValueError when none fits)."""
     path = Path(path)
     if path.is_file() and path.suffix == ".npz":
         return "npz"
@@ -443,16 +507,19 @@ def detect_format(path: str | Path) -> str:
             return "bonn" if "bonn" in path.name.lower() else "tum"
         if (path / "camdata_left").is_dir() or (path / "training" / "camdata_left").is_dir():
             return "sintel"
+        if (path / "JPEGImages").is_dir():
+            return "davis"
     raise ValueError(
         f"cannot tell the format of {path}: expected an .npz file, a rosbag2 folder (metadata.yaml), "
-        "a TUM/Bonn folder (rgb.txt) or an MPI Sintel folder (camdata_left/)"
+        "a TUM/Bonn folder (rgb.txt), an MPI Sintel folder (camdata_left/) or a DAVIS folder (JPEGImages/)"
     )
 
 
 def load_sequence(path: str | Path, fmt: str = "auto", **kwargs: object) -> SyntheticSequence:
-    """Load any supported layout; ``fmt`` is "auto", "npz", "mcap", "tum", "bonn" or "sintel".
+    """Load any supported layout; ``fmt`` is "auto", "npz", "mcap", "tum", "bonn", "sintel" or "davis".
 
-    Extra keyword arguments go to the specific loader (e.g. ``scene=`` for Sintel, ``stride=`` for TUM).
+    Extra keyword arguments go to the specific loader (e.g. ``scene=`` for Sintel and DAVIS, ``stride=`` for
+    TUM).
     """
     kind = detect_format(path) if fmt == "auto" else fmt
     loaders = {
@@ -461,6 +528,7 @@ def load_sequence(path: str | Path, fmt: str = "auto", **kwargs: object) -> Synt
         "tum": load_tum_rgbd,
         "bonn": load_bonn,
         "sintel": load_sintel,
+        "davis": load_davis,
     }
     if kind not in loaders:
         raise ValueError(f"unknown format {fmt!r}; use one of {['auto', *loaders]}")

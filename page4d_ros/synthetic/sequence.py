@@ -25,7 +25,7 @@ class SyntheticSequence:
         dynamic_mask: ``[F, H, W]`` bool, True on independently moving objects.
         instance_ids: ``[F, H, W]`` int32, 0 = static world, k > 0 = moving object k.
         T_world_cam: ``[F, 4, 4]`` float64 world-from-camera poses of the optical frame (x right, y down,
-            z forward).
+            z forward); NaN where a dataset has no pose (DAVIS), which the evaluation skips.
         K: ``[F, 3, 3]`` float64 pixel intrinsics (pixel centres at integer coordinates).
         stamps_ns: ``[F]`` int64 time stamps in nanoseconds, strictly increasing.
         frame_id: the camera's optical frame name.

@@ -23,7 +23,7 @@ from page4d_ros.evaluation.protocol import (
 from page4d_ros.evaluation.trajectory import ALIGNMENTS
 from page4d_ros.synthetic.loaders import load_sequence
 
-GT_FORMATS = ("auto", "npz", "mcap", "tum", "bonn", "sintel")
+GT_FORMATS = ("auto", "npz", "mcap", "tum", "bonn", "sintel", "davis")
 PRED_FORMATS = ("auto", "bag", "npz", "mcap", "tum")
 
 
@@ -73,7 +73,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--pred-format", choices=PRED_FORMATS, default="auto", help="prediction layout")
     parser.add_argument("--gt-format", choices=GT_FORMATS, default="auto", help="ground-truth layout")
-    parser.add_argument("--sintel-scene", default=None, help="scene name when --gt is an MPI Sintel root")
+    parser.add_argument(
+        "--scene",
+        "--sintel-scene",
+        dest="scene",
+        default=None,
+        help="scene (video) name when --gt is an MPI Sintel or DAVIS root holding several",
+    )
     parser.add_argument(
         "--gt-start", type=int, default=0, help="first ground-truth frame to score (default: 0)"
     )
@@ -115,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     for pred_path, gt_path in zip(args.pred, args.gt):
         try:
-            gt_options = {"scene": args.sintel_scene} if args.sintel_scene else {}
+            gt_options = {"scene": args.scene} if args.scene else {}
             gt = load_sequence(gt_path, args.gt_format, **gt_options)[
                 args.gt_start : args.gt_stop : args.gt_stride
             ]

@@ -118,15 +118,17 @@ def predict_streaming(
     config: PipelineConfig,
     dynamics_sign: str = "negative",
 ) -> PredictionSet:
-    """Push every frame of ``sequence`` (with its calibration) through a fresh streaming pipeline and key the
-    published poses, depth and dynamic masks by stamp."""
+    """Push every frame of ``sequence`` (with its calibration, when it has one) through a fresh streaming
+    pipeline and key the published poses, depth and dynamic masks by stamp."""
     if sequence.rgb is None:
         raise ValueError("the sequence has no RGB images to run the model on")
     height, width = sequence.rgb.shape[1:3]
     pipeline = StreamingPipeline(config, ModelPredictor(model, dynamics_sign=dynamics_sign))
     results = []
     for index in range(len(sequence)):
-        calibration = CameraCalibration(K=sequence.K[index], width=width, height=height)
+        calibration = (
+            None if sequence.K is None else CameraCalibration(K=sequence.K[index], width=width, height=height)
+        )
         frame = Frame(
             rgb=sequence.rgb[index],
             stamp_ns=int(sequence.stamps_ns[index]),

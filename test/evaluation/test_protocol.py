@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -133,3 +135,22 @@ def test_missing_inputs_leave_sections_empty(blocky_sequence):
     assert lines[0].startswith("| Sequence") and "ATE↓" in lines[0] and "Mask IoU↑" in lines[0]
     assert len(lines) == 5 and lines[-1].startswith("| mean")
     assert "–" in lines[2]
+
+
+def test_ground_truth_without_poses_skips_those_frames(gt_sequence):
+    prediction = PredictionSet.from_sequence(gt_sequence)
+    # One predicted pose is off by 0.5 m; the frames with that pose and two others have no ground-truth pose.
+    stamps = [int(stamp) for stamp in gt_sequence.stamps_ns]
+    moved = prediction.poses[stamps[3]].copy()
+    moved[0, 3] += 0.5
+    prediction.poses[stamps[3]] = moved
+    partial = dataclasses.replace(gt_sequence, T_world_cam=gt_sequence.T_world_cam.copy())
+    partial.T_world_cam[[0, 3, 5]] = np.nan
+    result = evaluate(prediction, partial, align="none")
+    assert result["frames"]["pose"] == 5 and result["pose"]["ate_rmse"] < 1e-12
+    assert result["mask"]["iou"] == 1.0
+    # A video with no poses at all (DAVIS): no pose or point-map section, masks still scored.
+    unposed = dataclasses.replace(gt_sequence, T_world_cam=np.full_like(gt_sequence.T_world_cam, np.nan))
+    result = evaluate(prediction, unposed)
+    assert result["pose"] is None and result["points"] is None and result["frames"]["pose"] == 0
+    assert result["mask"]["iou"] == 1.0 and result["depth"]["abs_rel"] == 0.0

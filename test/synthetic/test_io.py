@@ -1,4 +1,5 @@
-"""Writers (MCAP, TUM, npz) and loaders (ours, TUM RGB-D, Bonn, MPI Sintel) on small hand-written samples."""
+"""Writers (MCAP, TUM, npz) and loaders (ours, TUM RGB-D, Bonn, MPI Sintel, DAVIS) on small hand-written
+samples and the real DAVIS video in ``../shared``."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from scipy.spatial.transform import Rotation
 
 from page4d_ros.synthetic import (
     detect_format,
+    load_davis,
     load_sequence,
     load_sintel,
     load_tum_rgbd,
@@ -229,6 +231,49 @@ def test_load_sintel_layout(tmp_path):
     np.testing.assert_array_equal(np.diff(seq.stamps_ns), [41_666_667, 41_666_666])
     with pytest.raises(ValueError, match="not found"):
         load_sintel(root, "market_2")
+    # A subsampled scene keeps the frames' own times (frame 2 at 2/24 s).
+    np.testing.assert_array_equal(np.diff(load_sintel(root, start=0, stride=2).stamps_ns), [83_333_333])
+
+
+def test_load_davis_layout(tmp_path):
+    root = tmp_path / "DAVIS"
+    for index in range(3):
+        image = np.full((4, 6, 3), 40 * index, np.uint8)
+        path = root / "JPEGImages" / "480p" / "bear" / f"{index:05d}.jpg"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image).save(path, quality=100)
+        # DAVIS 2017 style: a palette PNG of object ids (0 background, 1 and 2 two objects).
+        ids = np.zeros((4, 6), np.uint8)
+        ids[0, index] = 1
+        ids[3, 5] = 2
+        annotation = Image.fromarray(ids, mode="P")
+        annotation.putpalette([0, 0, 0, 128, 0, 0, 0, 128, 0])
+        (root / "Annotations" / "480p" / "bear").mkdir(parents=True, exist_ok=True)
+        annotation.save(root / "Annotations" / "480p" / "bear" / f"{index:05d}.png")
+    (root / "JPEGImages" / "480p" / "camel").mkdir()
+    assert detect_format(root) == "davis"
+    with pytest.raises(ValueError, match="name one with scene"):
+        load_sequence(root)
+    seq = load_sequence(root, scene="bear", stride=2)
+    assert len(seq) == 2 and seq.scene == "davis/bear" and seq.metadata["frames"] == ["00000", "00002"]
+    assert seq.rgb.shape == (2, 4, 6, 3) and abs(int(seq.rgb[1].mean()) - 80) <= 2
+    assert seq.dynamic_mask.sum() == 4 and seq.dynamic_mask[1, 0, 2] and seq.dynamic_mask[1, 3, 5]
+    assert seq.depth is None and seq.K is None and np.isnan(seq.T_world_cam).all()
+    np.testing.assert_array_equal(np.diff(seq.stamps_ns), [83_333_333])
+    with pytest.raises(ValueError, match="no frames selected"):
+        load_davis(root, "camel")
+    with pytest.raises(ValueError, match="not a DAVIS folder"):
+        load_davis(root, "bear", resolution="Full-Resolution")
+
+
+def test_load_real_davis_video(shared_dir):
+    seq = load_sequence(shared_dir / "data" / "davis_car_shadow")
+    assert len(seq) == 40 and seq.rgb.shape == (40, 480, 854, 3) and seq.scene == "davis/car-shadow"
+    # The annotated car covers a few percent of every frame and moves across the image (80 px, with the pan).
+    coverage = seq.dynamic_mask.mean(axis=(1, 2))
+    assert (coverage > 0.005).all() and (coverage < 0.5).all()
+    columns = [np.nonzero(mask.any(axis=0))[0].mean() for mask in seq.dynamic_mask]
+    assert abs(columns[-1] - columns[0]) > 40
 
 
 def test_bad_inputs_raise_clear_errors(tmp_path):
