@@ -44,7 +44,8 @@ POINT_FIELD_FLOAT32 = 7
 class ImageConversionError(ValueError):
     """An input image message cannot be turned into an array (the message says why and what to do).
 
-    ``kind`` names the problem for counters: ``encoding``, ``zero_size``, ``step``, ``data_size``, ``decode``.
+    ``kind`` names the problem for counters: ``encoding``, ``zero_size``, ``step``, ``data_size``, ``decode``,
+    ``too_large``.
     """
 
     def __init__(self, message: str, kind: str) -> None:
@@ -105,10 +106,13 @@ def image_to_rgb(
     return np.ascontiguousarray(pixels[:, :, :3])
 
 
+MAX_COMPRESSED_PIXELS = 50_000_000
+"""Largest compressed image the node decodes (a 8K frame is 33 MP); larger headers are refused unread."""
+
+
 def compressed_to_rgb(image_format: str, data: object) -> np.ndarray:
     """Decode a ``sensor_msgs/CompressedImage`` (JPEG or PNG) to a uint8 RGB array ``[H, W, 3]``."""
     from PIL import Image as PilImage
-    from PIL import UnidentifiedImageError
 
     payload = np.frombuffer(data, dtype=np.uint8).tobytes()
     if not payload:
@@ -123,10 +127,21 @@ def compressed_to_rgb(image_format: str, data: object) -> np.ndarray:
                     "is neither JPEG nor PNG",
                     "encoding",
                 )
+            width, height = image.size
+            if width * height > MAX_COMPRESSED_PIXELS:
+                raise ImageConversionError(
+                    f"compressed image of {width}x{height} pixels is larger than the "
+                    f"{MAX_COMPRESSED_PIXELS} the node decodes; publish a smaller image",
+                    "too_large",
+                )
             return np.asarray(image.convert("RGB"), dtype=np.uint8)
-    except (UnidentifiedImageError, OSError) as error:
+    except ImageConversionError:
+        raise
+    except Exception as error:  # Pillow reports corrupt data as OSError, SyntaxError, ValueError, EOFError...
         raise ImageConversionError(
-            f"cannot decode compressed image (declared format '{image_format}'): {error}", "decode"
+            f"cannot decode compressed image (declared format '{image_format}'): "
+            f"{type(error).__name__}: {error}",
+            "decode",
         ) from error
 
 

@@ -165,8 +165,8 @@ class Page4dNode(LifecycleNode):
         period = self.get_parameter("diagnostics_period").value
         period = float(period) if isinstance(period, (int, float)) and period > 0 else 1.0
         self._diagnostics_timer = self.create_timer(max(period, 0.05), self._publish_diagnostics)
-        self.create_service(Trigger, "~/reset", self._on_reset)
-        self.create_service(Trigger, "~/save", self._on_save)
+        self.create_service(Trigger, "~/reset", self._guarded_service("~/reset", self._on_reset))
+        self.create_service(Trigger, "~/save", self._guarded_service("~/save", self._on_save))
 
     # ---------------------------------------------------------------------------------------------- lifecycle
     def autostart(self) -> None:
@@ -230,24 +230,32 @@ class Page4dNode(LifecycleNode):
             image_sub = self.create_subscription(
                 CompressedImage,
                 "image/compressed",
-                self._on_compressed_image,
+                self._guarded("image/compressed", self._on_compressed_image),
                 input_qos,
             )
         else:
-            image_sub = self.create_subscription(Image, "image", self._on_image, input_qos)
+            image_sub = self.create_subscription(
+                Image, "image", self._guarded("image", self._on_image), input_qos
+            )
         self._input_subscriptions = [
             image_sub,
-            self.create_subscription(CameraInfo, "camera_info", self._on_camera_info, input_qos),
-            self.create_subscription(TFMessage, "/tf", self._on_tf, TF_QOS),
-            self.create_subscription(TFMessage, "/tf_static", self._on_tf, TF_STATIC_QOS),
+            self.create_subscription(
+                CameraInfo, "camera_info", self._guarded("camera_info", self._on_camera_info), input_qos
+            ),
+            self.create_subscription(TFMessage, "/tf", self._guarded("/tf", self._on_tf), TF_QOS),
+            self.create_subscription(
+                TFMessage, "/tf_static", self._guarded("/tf_static", self._on_tf), TF_STATIC_QOS
+            ),
         ]
         if settings["scale_source"] == "odometry":
             self._input_subscriptions.append(
-                self.create_subscription(Odometry, "odom", self._on_odometry, 50)
+                self.create_subscription(Odometry, "odom", self._guarded("odom", self._on_odometry), 50)
             )
         if settings["scale_source"] == "depth":
             self._input_subscriptions.append(
-                self.create_subscription(Image, "metric_depth", self._on_metric_depth, input_qos)
+                self.create_subscription(
+                    Image, "metric_depth", self._guarded("metric_depth", self._on_metric_depth), input_qos
+                )
             )
         self._start_tf2_listener()
         self._stop_worker.clear()
@@ -380,6 +388,39 @@ class Page4dNode(LifecycleNode):
         self._builder.set_base_to_optical(T)
 
     # ------------------------------------------------------------------------------------------------ inputs
+    def _report_callback_error(self, source: str, error: Exception) -> None:
+        message = f"{source} callback failed on a message: {type(error).__name__}: {error}"
+        self._problems.report("callback_error", message)
+        self.get_logger().error(message, throttle_duration_sec=5.0)
+
+    def _guarded(self, source: str, callback: Callable[[Any], None]) -> Callable[[Any], None]:
+        """``callback`` for a subscription, with any exception reported instead of stopping the executor.
+
+        rclpy re-raises a callback's exception out of ``spin``, which would end the node: one message the
+        conversions did not foresee must cost that message only.
+        """
+
+        def guarded(msg: Any) -> None:
+            try:
+                callback(msg)
+            except Exception as error:  # reported (log + /diagnostics ERROR); the next message is processed
+                self._report_callback_error(source, error)
+
+        return guarded
+
+    def _guarded_service(self, source: str, callback: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
+        """``callback`` for a service: an exception becomes ``success: false`` with the error as message."""
+
+        def guarded(request: Any, response: Any) -> Any:
+            try:
+                return callback(request, response)
+            except Exception as error:  # reported and answered; the node keeps running
+                self._report_callback_error(source, error)
+                response.success, response.message = False, f"{type(error).__name__}: {error}"
+                return response
+
+        return guarded
+
     def _on_image(self, msg: Image) -> None:
         self._count_image()
         try:
@@ -693,7 +734,7 @@ class Page4dNode(LifecycleNode):
         for kind, count in sorted(fresh_problems.items()):
             level = (
                 diagnostics.ERROR
-                if kind in ("tf_conflict", "pipeline_error", "configure")
+                if kind in ("tf_conflict", "pipeline_error", "configure", "callback_error")
                 else diagnostics.WARN
             )
             target = input_status

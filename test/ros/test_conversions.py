@@ -82,14 +82,87 @@ def test_compressed_png_and_jpeg():
     assert decoded.shape == (16, 16, 3) and np.abs(decoded.astype(int) - smooth).max() <= 3
 
 
+def truncated_ihdr_png() -> bytes:
+    """A PNG whose header chunk claims 2 bytes (Pillow raises ValueError, not OSError, on it)."""
+    data = bytearray(encode(rgb_image(4, 4), "PNG"))
+    data[8:12] = (2).to_bytes(4, "big")
+    return bytes(data)
+
+
+def oversized_png() -> bytes:
+    """A 64-megapixel (8000 x 8000) black PNG of 8 KB."""
+    buffer = io.BytesIO()
+    PilImage.new("1", (8000, 8000)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
 @pytest.mark.parametrize(
-    ("payload", "kind"), [(b"", "zero_size"), (b"garbage bytes", "decode"), (None, "encoding")]
+    ("payload", "kind"),
+    [
+        (b"", "zero_size"),
+        (b"garbage bytes", "decode"),
+        ("gif", "encoding"),
+        ("truncated header", "decode"),
+        ("64 MP", "too_large"),
+    ],
 )
 def test_bad_compressed_images(payload, kind):
-    data = encode(rgb_image(4, 4), "GIF") if payload is None else payload
+    makers = {"gif": lambda: encode(rgb_image(4, 4), "GIF"), "truncated header": truncated_ihdr_png}
+    makers["64 MP"] = oversized_png
+    data = makers[payload]() if isinstance(payload, str) else payload
     with pytest.raises(cv.ImageConversionError) as error:
         cv.compressed_to_rgb("jpeg", data)
     assert error.value.kind == kind
+
+
+def mutate(data: bytes, rng: np.random.Generator) -> bytes:
+    """``data`` with 1-8 random byte changes, deletions or insertions."""
+    mutated = bytearray(data)
+    for _ in range(int(rng.integers(1, 9))):
+        position = int(rng.integers(len(mutated)))
+        operation = rng.random()
+        if operation < 0.6:
+            mutated[position] = int(rng.integers(256))
+        elif operation < 0.8:
+            del mutated[position : position + int(rng.integers(1, 50))]
+        else:
+            mutated[position:position] = rng.integers(0, 256, int(rng.integers(1, 20)), np.uint8).tobytes()
+    return bytes(mutated)
+
+
+def test_corrupted_compressed_images_only_raise_conversion_errors():
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, size=(24, 32, 3), dtype=np.uint8)
+    seeds = [encode(image, "PNG"), encode(image, "JPEG")]
+    for mode in ("L", "RGBA", "P", "I;16", "1"):
+        buffer = io.BytesIO()
+        PilImage.fromarray(image).convert(mode).save(buffer, format="PNG")
+        seeds.append(buffer.getvalue())
+    decoded = 0
+    for trial in range(20000):
+        try:
+            rgb = cv.compressed_to_rgb("png", mutate(seeds[trial % len(seeds)], rng))
+        except cv.ImageConversionError:
+            continue
+        assert rgb.dtype == np.uint8 and rgb.ndim == 3 and rgb.shape[2] == 3
+        decoded += 1
+    assert 0 < decoded < 20000  # some mutations are harmless (e.g. in JPEG pixel data), most are not
+
+
+def test_random_raw_image_headers_only_raise_conversion_errors():
+    rng = np.random.default_rng(1)
+    encodings = [*cv.COLOR_ENCODINGS, "32FC1", "yuv422", ""]
+    for _ in range(3000):
+        encoding = encodings[int(rng.integers(len(encodings)))]
+        height, width = (int(v) for v in rng.integers(-2, 40, size=2))
+        step = int(rng.integers(-4, 200))
+        data = bytes(int(rng.integers(0, 4000)))
+        for decode in (cv.image_to_rgb, cv.depth_image_to_metres):
+            try:
+                result = decode(encoding, height, width, step, int(rng.integers(2)), data)
+            except cv.ImageConversionError:
+                continue
+            assert result.shape[:2] == (height, width)
 
 
 def test_metric_depth_decoding_marks_invalid_pixels_nan():

@@ -5,6 +5,7 @@ None of the bad inputs may crash the node; each must show up in /diagnostics.
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 
@@ -245,6 +246,13 @@ def test_compressed_input_and_metric_scale_enable_tf(
     probe.subscribe("/tf", TFMessage, key="tf")
     assert probe.wait_for(lambda: image_pub.get_subscription_count() > 0, 30.0)
     time.sleep(0.3)
+    # A PNG whose header chunk claims 2 bytes: Pillow fails with ValueError on it; counted, not fatal.
+    buffer = io.BytesIO()
+    PilImage.fromarray(seq.rgb[0]).save(buffer, format="PNG")
+    broken = bytearray(buffer.getvalue())
+    broken[8:12] = (2).to_bytes(4, "big")
+    image_pub.publish(CompressedImage(format="png", data=bytes(broken)))
+    time.sleep(0.15)
     stamps = []
     for index in range(6):
         buffer = io.BytesIO()
@@ -261,3 +269,47 @@ def test_compressed_input_and_metric_scale_enable_tf(
     assert probe.wait_for(lambda: len(probe.messages("tf")) >= 6, 10.0)
     assert probe.diagnostic_values("page4d: scale")["scale_state"] == "fixed"
     assert probe.diagnostic_values("page4d: input")["encoding"] == "compressed jpeg"
+    assert input_counts(probe).get("decode") == 1 and "callback_error" not in input_counts(probe)
+
+
+def test_an_unforeseen_callback_exception_costs_one_message_only(
+    probe, ros_context, tiny_checkpoint, synthetic_sequence, ros_helpers, monkeypatch
+):
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.parameter import Parameter as NodeParameter
+
+    from page4d_ros.ros import node as node_module
+
+    h, seq = ros_helpers, synthetic_sequence
+    # The node runs in this process so that its image conversion can be made to fail in a way no input can.
+    values = h.fast_node_parameters(tiny_checkpoint, autostart=False)
+    overrides = [NodeParameter(name, value=value) for name, value in values.items()]
+    node = node_module.Page4dNode(context=ros_context, parameter_overrides=overrides)
+    executor = SingleThreadedExecutor(context=ros_context)
+    executor.add_node(node)
+    node.trigger_configure()
+    node.trigger_activate()
+    spinner = threading.Thread(target=executor.spin, daemon=True)
+    spinner.start()
+    try:
+        image_pub, _ = connect(probe, h.NAMESPACE)
+
+        def broken_conversion(*args: object) -> None:
+            raise RuntimeError("a conversion bug")
+
+        monkeypatch.setattr(node_module.conversions, "image_to_rgb", broken_conversion)
+        image_pub.publish(h.image_message(seq.rgb[0], "rgb8", int(seq.stamps_ns[0]), seq.frame_id))
+        failed_once = probe.wait_for(lambda: input_counts(probe).get("callback_error") == 1, 10.0)
+        assert failed_once, input_counts(probe)
+        assert probe.ever_diagnosed("page4d: input", ERROR, "callback_error")
+        monkeypatch.undo()
+        for index in range(1, 5):
+            stamp = int(seq.stamps_ns[index])
+            image_pub.publish(h.image_message(seq.rgb[index], "rgb8", stamp, seq.frame_id))
+            time.sleep(0.1)
+        assert probe.wait_for(lambda: len(probe.messages("depth")) >= 4, 60.0)
+        assert spinner.is_alive()
+    finally:
+        node.shutdown_worker()
+        executor.shutdown()
+        node.destroy_node()
