@@ -455,6 +455,11 @@ class Page4dNode(LifecycleNode):
             "resolution": f"{rgb.shape[1]}x{rgb.shape[0]}",
             "frame_id": frame_id,
         }
+        try:
+            Frame(rgb=rgb, stamp_ns=stamp_ns, frame_id=frame_id).validate()
+        except ValueError as error:  # rejected here, it costs this frame; in the pipeline, a reset
+            self._problems.report("invalid_frame", f"{error}; frame dropped")
+            return
         last = self._last_enqueued_stamp
         if last is not None and stamp_ns <= last:
             if last - stamp_ns <= int(settings["max_gap_s"] * 1e9):
@@ -567,11 +572,15 @@ class Page4dNode(LifecycleNode):
         results: list[Any] = []
         while self._aux_inputs:
             kind, stamp_ns, value = self._aux_inputs.popleft()
-            if kind == "odometry":
-                pipeline.add_odometry(stamp_ns, value)
-            elif kind == "metric_depth":
-                pipeline.add_metric_depth(stamp_ns, value)
-            elif kind == "time_jump_back":
+            try:
+                if kind == "odometry":
+                    pipeline.add_odometry(stamp_ns, value)
+                elif kind == "metric_depth":
+                    pipeline.add_metric_depth(stamp_ns, value)
+            except ValueError as error:  # one unusable scale input is dropped; the pipeline goes on
+                self._problems.report(f"bad_{kind}", f"{error}; ignored")
+                continue
+            if kind == "time_jump_back":
                 results += pipeline.flush()
                 self._builder.restart_time()
         size = (frame.rgb.shape[1], frame.rgb.shape[0])

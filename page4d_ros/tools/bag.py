@@ -225,9 +225,12 @@ def process_bag(
                         summary.rejected[f"bad_camera_info: {error}"] += 1
                 elif connection == odom_connection:
                     position = msg.pose.pose.position
-                    pipeline.add_odometry(
-                        _stamp_ns(msg.header), np.array([position.x, position.y, position.z])
-                    )
+                    try:
+                        pipeline.add_odometry(
+                            _stamp_ns(msg.header), np.array([position.x, position.y, position.z])
+                        )
+                    except ValueError:
+                        summary.rejected["bad_odometry"] += 1
                 elif connection == depth_connection:
                     try:
                         depth = conversions.depth_image_to_metres(
@@ -236,15 +239,22 @@ def process_bag(
                         pipeline.add_metric_depth(_stamp_ns(msg.header), depth)
                     except conversions.ImageConversionError as error:
                         summary.rejected[f"metric_depth_{error.kind}"] += 1
+                    except ValueError:
+                        summary.rejected["bad_metric_depth"] += 1
                 elif connection in tf_connections:
                     for transform in msg.transforms:
                         parent, child = transform.header.frame_id, transform.child_frame_id
-                        if builder.needs_robot_odometry(parent, child):
-                            t, q = transform.transform.translation, transform.transform.rotation
+                        if not builder.needs_robot_odometry(parent, child):
+                            continue
+                        t, q = transform.transform.translation, transform.transform.rotation
+                        try:
                             T = conversions.translation_quaternion_to_matrix(
                                 (t.x, t.y, t.z), (q.x, q.y, q.z, q.w)
                             )
-                            builder.observe_transform(parent, child, _stamp_ns(transform.header), T)
+                        except ValueError:
+                            summary.rejected["bad_tf"] += 1
+                            continue
+                        builder.observe_transform(parent, child, _stamp_ns(transform.header), T)
                 else:
                     summary.images_read += 1
                     progress.update(1)
@@ -257,8 +267,12 @@ def process_bag(
                     if last_stamp is not None and stamp_ns <= last_stamp:
                         summary.rejected["backwards_stamp"] += 1
                         continue
-                    last_stamp = stamp_ns
                     frame_id = msg.header.frame_id or settings["camera_optical_frame"]
+                    try:
+                        Frame(rgb=rgb, stamp_ns=stamp_ns, frame_id=frame_id).validate()
+                    except ValueError:
+                        summary.rejected["invalid_frame"] += 1
+                        continue
                     calibration = camera_infos.lookup(frame_id, stamp_ns)
                     if (
                         calibration is not None
@@ -269,6 +283,7 @@ def process_bag(
                     if calibration is None and settings["require_camera_info"]:
                         summary.rejected["missing_camera_info"] += 1
                         continue
+                    last_stamp = stamp_ns
                     publish(
                         pipeline.push(
                             Frame(rgb=rgb, stamp_ns=stamp_ns, frame_id=frame_id, calibration=calibration)

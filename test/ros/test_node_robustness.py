@@ -69,12 +69,13 @@ def test_bad_inputs_are_reported_and_never_crash_the_node(
         h.image_message(
             np.full((seq.height, seq.width), np.nan, np.float32), "32FC1", stamp + 4 * step, frame
         ),
+        h.image_message(np.ascontiguousarray(seq.rgb[0][:1]), "rgb8", stamp + 5 * step, frame),  # 1 row
     ]
     for message in bad_messages:
         image_pub.publish(message)
         time.sleep(0.15)
     info_pub.publish(h.camera_info_message(np.zeros((3, 3)), seq.width, seq.height, stamp, frame))
-    expected_kinds = {"encoding", "zero_size", "step", "data_size", "bad_camera_info"}
+    expected_kinds = {"encoding", "zero_size", "step", "data_size", "invalid_frame", "bad_camera_info"}
     assert probe.wait_for(lambda: expected_kinds <= set(input_counts(probe)), 10.0), input_counts(probe)
     assert input_counts(probe)["encoding"] == 2  # rgb16 and the NaN float image
 
@@ -110,6 +111,7 @@ def test_bad_inputs_are_reported_and_never_crash_the_node(
     newest = probe.messages("depth")[-1]
     assert (newest.width, newest.height) == (112, 84)  # 80x60 has the aspect of 160x120
     assert node.poll() is None, "node process died on bad input"
+    assert "pipeline_error" not in input_counts(probe) and "callback_error" not in input_counts(probe)
     assert probe.wait_for(
         lambda: probe.diagnostic_values("page4d: node").get("lifecycle_state") == "active", 5.0
     )

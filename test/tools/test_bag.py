@@ -206,3 +206,50 @@ def test_bag_tool_reports_bad_arguments(input_bag, params_file, tmp_path, capsys
         == 2
     )
     assert "/camera/image_raw" in capsys.readouterr().err
+
+
+def test_bag_tool_skips_unusable_messages_and_keeps_going(params_file, sequence, tmp_path):
+    from rosbags.rosbag2 import StoragePlugin, Writer
+    from rosbags.typesys import Stores, get_typestore
+
+    from page4d_ros.ros.messages import (
+        RosbagsMessageFactory,
+        build_camera_info,
+        build_header,
+        build_image,
+        build_odometry,
+    )
+
+    store = get_typestore(Stores.ROS2_JAZZY)
+    factory = RosbagsMessageFactory(store)
+    path = tmp_path / "input"
+    with Writer(path, version=9, storage_plugin=StoragePlugin.MCAP) as writer:
+        connections = {
+            topic: writer.add_connection(topic, msgtype, typestore=store)
+            for topic, msgtype in (
+                ("/cam/image_raw", "sensor_msgs/msg/Image"),
+                ("/cam/camera_info", "sensor_msgs/msg/CameraInfo"),
+                ("/odom", "nav_msgs/msg/Odometry"),
+            )
+        }
+
+        def write(topic: str, message: object, stamp_ns: int) -> None:
+            writer.write(connections[topic], stamp_ns, store.serialize_cdr(message, message.__msgtype__))
+
+        for index in range(6):
+            t = int(sequence.stamps_ns[index])
+            header = build_header(factory, t, "cam_optical")
+            write("/cam/camera_info", build_camera_info(factory, header, sequence.K[index], 160, 120), t)
+            write("/cam/image_raw", build_image(factory, header, sequence.rgb[index], "rgb8"), t)
+            odometry = build_odometry(factory, t, "odom", "base_link", np.eye(4), np.zeros(36))
+            odometry.pose.pose.position.x = np.nan if index == 2 else 0.1 * index  # one is not finite
+            write("/odom", odometry, t)
+            if index == 2:  # and an image one pixel high comes between two frames
+                t_thin = t + 1_000_000
+                thin = np.ascontiguousarray(sequence.rgb[index][:1])
+                header = build_header(factory, t_thin, "cam_optical")
+                write("/cam/image_raw", build_image(factory, header, thin, "rgb8"), t_thin)
+    settings = bag.validate_parameters({**bag.load_parameters_file(params_file), "scale_source": "odometry"})
+    summary = bag.process_bag(path, tmp_path / "out", settings, odom_topic="/odom", show_progress=False)
+    assert (summary.images_read, summary.frames_published) == (7, 6)
+    assert dict(summary.rejected) == {"invalid_frame": 1, "bad_odometry": 1}
