@@ -49,6 +49,23 @@ def fast_node_parameters(checkpoint: Path, **overrides: Any) -> dict[str, Any]:
     return values
 
 
+SHIPPED_MODEL = Path(__file__).resolve().parents[2] / "page4d_ros" / "models" / "page4d_small.safetensors"
+
+
+def shipped_model_parameters(**overrides: Any) -> dict[str, Any]:
+    """A node with the shipped model at its own size, windows 8/4, reliable input that keeps 64 messages."""
+    values = {
+        "model_long_side": 0,
+        "window_size": 8,
+        "window_stride": 4,
+        "input_qos": "reliable",
+        "input_queue_depth": 64,
+        "frame_queue_size": 64,
+        **overrides,
+    }
+    return fast_node_parameters(SHIPPED_MODEL, **values)
+
+
 @pytest.fixture
 def start_node(spawn_process: Callable[..., Any], tmp_path: Path) -> Callable[..., Any]:
     """Start ``page4d_node`` in its own process with a params file made of the given values."""
@@ -240,5 +257,6 @@ def ros_helpers() -> Any:
         image_message = staticmethod(image_message)
         camera_info_message = staticmethod(camera_info_message)
         fast_node_parameters = staticmethod(fast_node_parameters)
+        shipped_model_parameters = staticmethod(shipped_model_parameters)
 
     return Helpers

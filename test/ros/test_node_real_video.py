@@ -4,7 +4,6 @@ stream, into ``page4d_node`` with the shipped model, over DDS (``../shared/data`
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import numpy as np
 from geometry_msgs.msg import PoseWithCovarianceStamped
@@ -14,7 +13,6 @@ from sensor_msgs.msg import CompressedImage, Image
 from page4d_ros.evaluation import mask_metrics, resample_mask
 from page4d_ros.synthetic import load_davis
 
-SHIPPED_MODEL = Path(__file__).resolve().parents[2] / "page4d_ros" / "models" / "page4d_small.safetensors"
 RELIABLE = QoSProfile(depth=64, reliability=ReliabilityPolicy.RELIABLE)
 
 
@@ -26,18 +24,7 @@ def test_davis_jpeg_stream_gives_every_output_with_predicted_intrinsics(
     video = load_davis(davis)
     jpeg_files = sorted((davis / "JPEGImages" / "480p" / "car-shadow").glob("*.jpg"))
     assert len(jpeg_files) == len(video) == 40
-    node = start_node(
-        h.fast_node_parameters(
-            SHIPPED_MODEL,
-            model_long_side=0,
-            window_size=8,
-            window_stride=4,
-            image_transport="compressed",
-            input_qos="reliable",
-            input_queue_depth=64,
-            frame_queue_size=64,
-        )
-    )
+    node = start_node(h.shipped_model_parameters(image_transport="compressed"))
     probe.wait_for_state(node, "active")
     ns = h.NAMESPACE
     image_pub = probe.node.create_publisher(CompressedImage, f"{ns}/image/compressed", RELIABLE)

@@ -5,7 +5,6 @@ truth)."""
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,7 +19,6 @@ from page4d_ros.synthetic import generate_sequence
 
 pytestmark = [pytest.mark.ros, pytest.mark.timeout(300)]
 
-SHIPPED_MODEL = Path(__file__).resolve().parents[2] / "page4d_ros" / "models" / "page4d_small.safetensors"
 RELIABLE = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
 # camera_link -> optical rotation of REP-103 (optical z = link x, x = -link y, y = -link z), written out here.
 R_LINK_OPTICAL = np.array([[0.0, 0.0, 1.0], [-1.0, 0.0, 0.0], [0.0, -1.0, 0.0]])
@@ -49,18 +47,11 @@ def test_map_mode_with_odometry_scale_corrects_the_robot_odometry(start_node, pr
     # The robot's odometry is the ground truth of camera_link (odom = the scene's world frame).
     T_odom_link = seq.T_world_cam @ np.linalg.inv(T_link_optical)
     node = start_node(
-        h.fast_node_parameters(
-            SHIPPED_MODEL,
-            model_long_side=0,
-            window_size=8,
-            window_stride=4,
+        h.shipped_model_parameters(
             tf_mode="map",
             scale_source="odometry",
             require_metric_for_tf=True,
             transform_tolerance=TOLERANCE_S,
-            input_qos="reliable",
-            input_queue_depth=64,
-            frame_queue_size=64,
         )
     )
     probe.wait_for_state(node, "active")
