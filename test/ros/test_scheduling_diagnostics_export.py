@@ -8,6 +8,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from scipy.spatial.transform import Rotation
 
 from page4d_ros.pipeline.types import CameraCalibration
 from page4d_ros.ros import diagnostics
@@ -127,3 +128,20 @@ def test_ply_and_tum_files(tmp_path: Path):
     line = (tmp_path / "traj.tum").read_text().split()
     assert line[0] == "1700000000.500000000"
     np.testing.assert_allclose([float(v) for v in line[1:]], [1, 2, 3, 0, 0, 0, 1])
+
+    # Several poses: each line gives back its matrix, with the quaternion's w made non-negative.
+    rotations = Rotation.from_rotvec([[0.0, 0.0, 0.3], [0.0, 0.0, 5.0], [1.0, -2.0, 0.5]]).as_matrix()
+    poses = []
+    for index, rotation in enumerate(rotations):
+        pose = np.eye(4)
+        pose[:3, :3], pose[:3, 3] = rotation, [index, -index, 0.5]
+        poses.append((1_700_000_000_000_000_000 + index * 100_000_000, pose))
+    write_tum(tmp_path / "three.tum", poses)
+    rows = np.loadtxt(tmp_path / "three.tum")
+    np.testing.assert_allclose(rows[:, 0], [1_700_000_000.0, 1_700_000_000.1, 1_700_000_000.2])
+    assert np.all(rows[:, 7] >= 0)
+    for row, (_, pose) in zip(rows, poses):
+        np.testing.assert_allclose(row[1:4], pose[:3, 3], atol=1e-9)
+        np.testing.assert_allclose(Rotation.from_quat(row[4:]).as_matrix(), pose[:3, :3], atol=1e-8)
+    write_tum(tmp_path / "empty.tum", [])
+    assert (tmp_path / "empty.tum").read_text() == ""
