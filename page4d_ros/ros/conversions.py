@@ -107,7 +107,7 @@ def image_to_rgb(
 
 
 MAX_COMPRESSED_PIXELS = 50_000_000
-"""Largest compressed image the node decodes (a 8K frame is 33 MP); larger headers are refused unread."""
+"""Largest compressed image the node decodes (an 8K frame is 33 MP); larger headers are refused unread."""
 
 
 def compressed_to_rgb(image_format: str, data: object) -> np.ndarray:

@@ -648,7 +648,8 @@ class Page4dNode(LifecycleNode):
         )
         response.success = True
         response.message = (
-            f"pipeline reset, {dropped} queued frames dropped; odometry continues from the last pose"
+            f"pipeline reset before the next frame, {dropped} queued frames dropped; odometry continues "
+            "from the last pose"
         )
         return response
 
