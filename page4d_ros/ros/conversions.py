@@ -256,15 +256,24 @@ def point_cloud_payload(points: np.ndarray, colors: np.ndarray) -> np.ndarray:
     return interleaved.reshape(-1).view(np.uint8)
 
 
+def matrices_to_translations_quaternions(T: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Split ``[N, 4, 4]`` rigid transforms into translations ``[N, 3]`` and unit quaternions ``[N, 4]``
+    (``x, y, z, w`` with ``w >= 0``), in one batch."""
+    T = np.asarray(T, dtype=np.float64)
+    if T.ndim != 3 or T.shape[1:] != (4, 4) or not np.all(np.isfinite(T)):
+        raise ValueError(f"poses must be finite 4x4 matrices, got shape {T.shape}")
+    quaternions = Rotation.from_matrix(T[:, :3, :3]).as_quat().reshape(-1, 4)
+    quaternions[quaternions[:, 3] < 0.0] *= -1.0
+    return T[:, :3, 3].copy(), quaternions
+
+
 def matrix_to_translation_quaternion(T: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Split a 4x4 rigid transform into translation ``[3]`` and unit quaternion ``[x, y, z, w]``."""
+    """Split a 4x4 rigid transform into translation ``[3]`` and unit quaternion ``[x, y, z, w]``, w >= 0."""
     T = np.asarray(T, dtype=np.float64)
     if T.shape != (4, 4) or not np.all(np.isfinite(T)):
         raise ValueError(f"pose must be a finite 4x4 matrix, got shape {T.shape}")
-    quaternion = Rotation.from_matrix(T[:3, :3]).as_quat()
-    if quaternion[3] < 0.0:
-        quaternion = -quaternion
-    return T[:3, 3].copy(), quaternion
+    translations, quaternions = matrices_to_translations_quaternions(T[None])
+    return translations[0], quaternions[0]
 
 
 def translation_quaternion_to_matrix(

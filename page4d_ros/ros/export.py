@@ -7,7 +7,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from scipy.spatial.transform import Rotation
+
+from page4d_ros.ros.conversions import matrices_to_translations_quaternions
 
 
 class MapAccumulator:
@@ -92,12 +93,8 @@ def write_tum(path: str | Path, poses: Sequence[tuple[int, np.ndarray]]) -> None
     if not poses:
         Path(path).write_text("")
         return
-    matrices = np.stack([np.asarray(T, dtype=np.float64) for _, T in poses])
-    if matrices.shape[1:] != (4, 4) or not np.all(np.isfinite(matrices)):
-        raise ValueError(f"poses must be finite 4x4 matrices, got shape {matrices.shape[1:]}")
-    quaternions = Rotation.from_matrix(matrices[:, :3, :3]).as_quat()
-    quaternions[quaternions[:, 3] < 0.0] *= -1.0
-    values = np.hstack([matrices[:, :3, 3], quaternions])
+    translations, quaternions = matrices_to_translations_quaternions(np.stack([T for _, T in poses]))
+    values = np.hstack([translations, quaternions])
     row = " ".join(["%.9f"] * 7)
     lines = [
         f"{stamp_ns // 1_000_000_000}.{stamp_ns % 1_000_000_000:09d} {row % tuple(pose)}\n"

@@ -279,6 +279,14 @@ def _video_stamps(indices: np.ndarray, fps: float) -> np.ndarray:
     return 1_000_000_000_000_000_000 + np.rint(indices * 1e9 / fps).astype(np.int64)
 
 
+def _read_masks(folder: Path, frames: list[str]) -> np.ndarray | None:
+    """``[F, H, W]`` bool masks from ``<folder>/<frame>.png`` (nonzero = dynamic); None without the folder."""
+    if not folder.is_dir():
+        return None
+    masks = np.stack([_read_png(folder / f"{frame}.png") for frame in frames])
+    return (masks if masks.ndim == 3 else masks[..., 0]) > 0
+
+
 def _choose_scene(folder: Path, scene: str | None, dataset: str) -> str:
     """The scene sub-folder of ``folder`` to load: ``scene``, or the only one (ValueError otherwise)."""
     scenes = sorted(entry.name for entry in folder.iterdir() if entry.is_dir())
@@ -322,11 +330,7 @@ def load_sintel(
     cameras = [read_sintel_camera(camera_root / scene / f"{frame}.cam") for frame in frames]
     rgb = np.stack([_read_png(base / pass_name / scene / f"{frame}.png")[..., :3] for frame in frames])
     depth = np.stack([read_sintel_depth(base / "depth" / scene / f"{frame}.dpt") for frame in frames])
-    mask_path = base / mask_folder / scene
-    masks = None
-    if mask_path.is_dir():
-        masks = np.stack([_read_png(mask_path / f"{frame}.png") for frame in frames])
-        masks = (masks if masks.ndim == 3 else masks[..., 0]) > 0
+    masks = _read_masks(base / mask_folder / scene, frames)
     extrinsics = np.tile(np.eye(4), (len(frames), 1, 1))
     extrinsics[:, :3, :] = np.stack([camera[1] for camera in cameras])
     stamps = _video_stamps(indices, fps)
@@ -375,11 +379,7 @@ def load_davis(
     for frame in frames:
         with Image.open(image_root / scene / f"{frame}.jpg") as image:
             rgb.append(np.array(image.convert("RGB")))
-    mask_folder = root / "Annotations" / resolution / scene
-    masks = None
-    if mask_folder.is_dir():
-        masks = np.stack([_read_png(mask_folder / f"{frame}.png") for frame in frames])
-        masks = (masks if masks.ndim == 3 else masks[..., 0]) > 0
+    masks = _read_masks(root / "Annotations" / resolution / scene, frames)
     stamps = _video_stamps(indices, fps)
     return SyntheticSequence(
         rgb=np.stack(rgb),
