@@ -4,7 +4,9 @@ Public API:
 
 - :func:`build_model` builds ``VGGT`` from a preset (``"vggt-1b"``, ``"page4d-nomask"``, ``"page4d-mask"``,
   ``"page4d-small"``) or a config dict; ``model(images)`` with images [B, S, 3, H, W] in [0, 1] returns the
-  upstream output dict plus ``dynamics_map`` when the PAGE-4D mask head exists.
+  upstream output dict plus ``dynamics_map`` when the PAGE-4D mask head exists. ``"pi3"`` or
+  ``{"family": "pi3", **sizes}`` builds :class:`Pi3` (``page4d_ros.model.pi3``), whose outputs are
+  ``points``, ``local_points``, ``conf``, ``camera_poses``.
 - :func:`pose_encoding_to_extri_intri` / :func:`extri_intri_to_pose_encoding` convert the camera head's 9-D
   encoding to camera-from-world extrinsics and pixel intrinsics and back.
 - :func:`load_checkpoint` / :func:`save_checkpoint` read the released checkpoints strictly and write
@@ -19,6 +21,7 @@ from page4d_ros.model.checkpoint import (
     save_checkpoint,
 )
 from page4d_ros.model.config import PRESETS, mask_schedule, resolve_config
+from page4d_ros.model.pi3 import Pi3
 from page4d_ros.model.pose_encoding import (
     extri_intri_to_pose_encoding,
     matrix_to_quaternion,
@@ -32,6 +35,7 @@ __all__ = [
     "VGGT",
     "CheckpointError",
     "CheckpointReport",
+    "Pi3",
     "build_model",
     "extri_intri_to_pose_encoding",
     "load_checkpoint",

@@ -1,4 +1,4 @@
-"""Strict, safe checkpoint loading (released VGGT / PAGE-4D files, our safetensors) and saving.
+"""Strict, safe checkpoint loading (released VGGT / PAGE-4D / π³ files, our safetensors) and saving.
 
 Supported inputs:
 
@@ -7,6 +7,7 @@ Supported inputs:
   reported), with ``module.`` / ``_orig_mod.`` key prefixes stripped. Always read with
   ``torch.load(weights_only=True)`` (never unpickling code), memory-mapped when the file format allows it.
 - ``.safetensors`` files; those written by :func:`save_checkpoint` carry the model config as JSON metadata.
+  The released π³ ``yyfz233/Pi3`` ``model.safetensors`` (bare keys) is recognised by its keys (``pi3``).
 - A Hugging Face repo id (``owner/name`` or ``owner/name/<file>``), resolved from the local HF cache only.
 
 Every key must match the network exactly except the track head (``track_head.*``), which this package does not
@@ -30,8 +31,9 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from page4d_ros.model.config import resolve_config
-from page4d_ros.model.vggt import TRACK_HEAD_PREFIX, VGGT, build_model, resolve_device
+from page4d_ros.model import pi3
+from page4d_ros.model.config import resolve_config as resolve_vggt_config
+from page4d_ros.model.vggt import TRACK_HEAD_PREFIX, build_model, resolve_device
 
 CONFIG_METADATA_KEY = "page4d_ros.config"
 """safetensors metadata entry holding the JSON model config in files written by :func:`save_checkpoint`."""
@@ -42,10 +44,18 @@ SKIPPED_PREFIXES = (TRACK_HEAD_PREFIX,)
 _STRIPPED_PREFIXES = ("module.", "_orig_mod.")
 _WRAPPER_KEYS = ("model", "state_dict")
 _MASK_HEAD_PREFIX = "aggregator.spatial_mask_head."
+_PI3_KEY = "point_decoder.projects.weight"  # only π³ has per-frame transformer decoders
 _WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin")
 _ALLOWED_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 _MAX_LISTED_KEYS = 20
 _KNOWN_REPO_TYPES = {"zhouk777/PAGE4D": "dataset"}
+
+
+def resolve_config(config: str | Mapping[str, Any]) -> dict[str, Any]:
+    """Resolve a preset name or config dict of any family (π³ when it names ``pi3``, else VGGT / PAGE-4D)."""
+    if pi3.is_pi3_config(config):
+        return pi3.resolve_config(config)
+    return resolve_vggt_config(config)
 
 
 class CheckpointError(RuntimeError):
@@ -290,6 +300,8 @@ def _infer_config(
         return config
     has_mask_head = any(key.startswith(_MASK_HEAD_PREFIX) for key in state)
     preset = "page4d-nomask" if has_mask_head else "vggt-1b"
+    if _PI3_KEY in state:
+        preset = "pi3"
     if has_mask_head:
         report.notes.append(
             "PAGE-4D checkpoints do not store the mask strength: using the nomask variant (mask_alpha 0, "
@@ -349,14 +361,14 @@ def load_checkpoint(
     device: str | torch.device = "cpu",
     dtype: torch.dtype | None = None,
     sha256: str | None = None,
-) -> tuple[VGGT, CheckpointReport]:
+) -> tuple[torch.nn.Module, CheckpointReport]:
     """Load a checkpoint strictly into a new network in eval mode.
 
     Args:
         path_or_id: ``.pt``/``.pth``/``.safetensors`` file, or a Hugging Face repo id in the local cache.
         config: preset name or config dict; None uses the config stored by :func:`save_checkpoint`, else
             infers ``"vggt-1b"`` or, when mask-head keys are present, ``"page4d-nomask"`` (the mask strength
-            is not stored in the released files; see the report's notes).
+            is not stored in the released files; see the report's notes), or ``"pi3"`` for π³ keys.
         device: device of the returned model.
         dtype: parameter dtype (float32 when None; bfloat16/float16 halve the memory).
         sha256: expected hex digest of the file; verified before reading.
@@ -438,7 +450,7 @@ def _inference_settings(metadata: Mapping[str, str], path: Path) -> dict[str, An
 
 
 def save_checkpoint(
-    model: VGGT,
+    model: torch.nn.Module,
     path: str | os.PathLike[str],
     config: str | Mapping[str, Any] | None = None,
     inference: Mapping[str, Any] | None = None,

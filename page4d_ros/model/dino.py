@@ -37,6 +37,7 @@ class DinoVisionTransformer(nn.Module):
         num_heads: attention heads.
         num_register_tokens: register tokens after cls.
         mlp_ratio: MLP width ratio.
+        mask_token: keep the (inference-unused) ``mask_token`` parameter; π³ deletes it from its encoder.
     """
 
     def __init__(
@@ -48,6 +49,7 @@ class DinoVisionTransformer(nn.Module):
         num_heads: int,
         num_register_tokens: int,
         mlp_ratio: float = 4.0,
+        mask_token: bool = True,
     ):
         super().__init__()
         self.patch_size = patch_size
@@ -56,9 +58,10 @@ class DinoVisionTransformer(nn.Module):
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
         self.pos_embed = nn.Parameter(torch.zeros(1, self.grid_size**2 + 1, embed_dim))
         self.register_tokens = nn.Parameter(torch.zeros(1, num_register_tokens, embed_dim))
-        # Unused at inference; kept because the released checkpoints contain it.
-        self.mask_token = nn.Parameter(torch.zeros(1, embed_dim))
-        self.mask_token.requires_grad_(False)
+        if mask_token:
+            # Unused at inference; kept because the released checkpoints contain it.
+            self.mask_token = nn.Parameter(torch.zeros(1, embed_dim))
+            self.mask_token.requires_grad_(False)
         self.patch_embed = PatchEmbed(patch_size, embed_dim)
         self.blocks = nn.ModuleList(
             Block(embed_dim, num_heads, mlp_ratio=mlp_ratio, init_values=1.0, norm_eps=1e-6)
@@ -84,6 +87,10 @@ class DinoVisionTransformer(nn.Module):
         Under autocast the token stream is float32 (cls/register parameters promote the bf16 convolution
         output in ``cat``), as upstream.
         """
+        return self.forward_features(images)[:, 1 + self.num_register_tokens :]
+
+    def forward_features(self, images: torch.Tensor) -> torch.Tensor:
+        """All final-LayerNorm tokens [N, 1 + registers + Hp*Wp, C] (cls, registers, patches)."""
         rows, cols = images.shape[-2] // self.patch_size, images.shape[-1] // self.patch_size
         x = self.patch_embed(images)
         x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
@@ -92,4 +99,4 @@ class DinoVisionTransformer(nn.Module):
         x = torch.cat([x[:, :1], registers, x[:, 1:]], dim=1)
         for block in self.blocks:
             x = block(x)
-        return self.norm(x)[:, 1 + self.num_register_tokens :]
+        return self.norm(x)

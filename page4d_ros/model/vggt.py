@@ -13,6 +13,7 @@ from page4d_ros.model.aggregator import Aggregator
 from page4d_ros.model.camera_head import CameraHead
 from page4d_ros.model.config import resolve_config
 from page4d_ros.model.dpt_head import DPTHead
+from page4d_ros.model.pi3 import build_pi3, is_pi3_config
 
 TRACK_HEAD_PREFIX = "track_head."
 """Key prefix of the released VGGT-1B track head, which this package does not implement."""
@@ -227,12 +228,13 @@ def build_model(
     *,
     device: torch.device | str | None = None,
     dtype: torch.dtype | None = None,
-) -> VGGT:
+) -> nn.Module:
     """Build a randomly initialised network from a preset name or a config dict (see ``config.py``).
 
     Args:
         config: ``"vggt-1b"``, ``"page4d-nomask"``, ``"page4d-mask"``, ``"page4d-small"`` or a dict with the
-            fixture config keys (optionally ``"preset"`` as a base, ``mask_head``, ``mask_alpha``, ...).
+            fixture config keys (optionally ``"preset"`` as a base, ``mask_head``, ``mask_alpha``, ...);
+            ``"pi3"`` or ``{"family": "pi3", **sizes}`` builds :class:`page4d_ros.model.pi3.Pi3`.
         device: where to allocate; ``"meta"`` builds the structure without memory (for loading with
             ``assign=True`` or inspecting keys and shapes).
         dtype: parameter dtype (default float32).
@@ -240,6 +242,8 @@ def build_model(
     Raises:
         ValueError: invalid configuration or unusable device.
     """
+    if is_pi3_config(config):
+        return build_pi3(config, resolve_device(device), dtype)
     resolved = resolve_config(config)
     target = resolve_device(device)
     with target:
