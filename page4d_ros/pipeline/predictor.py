@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 import torch
 
+from page4d_ros.pipeline import pi3_adapter
 from page4d_ros.pipeline.types import WindowPrediction
 
 DYNAMICS_SIGNS = ("auto", "positive", "negative")
@@ -44,6 +46,10 @@ class ModelPredictor:
     Otherwise the PAGE-4D mask head's patch map is used; its sign is learned, so it is normalised:
     ``"positive"``/``"negative"`` say which raw sign means dynamic; ``"auto"`` assumes dynamic pixels are the
     minority of a window and flips the map when its median is positive.
+
+    A π³ network (``model.family == "pi3"``) goes through :mod:`~page4d_ros.pipeline.pi3_adapter` instead:
+    its input size rule is ``size_rule`` (the runner plans the resize with it; ``inference`` may hold the
+    checkpoint's ``pixel_limit``) and, as ``uses_calibration`` says, it takes the camera_info K when given.
     """
 
     def __init__(
@@ -52,6 +58,7 @@ class ModelPredictor:
         device: str | torch.device = "cpu",
         dtype: torch.dtype | None = None,
         dynamics_sign: str = "auto",
+        inference: Mapping[str, Any] | None = None,
     ) -> None:
         if dynamics_sign not in DYNAMICS_SIGNS:
             raise ValueError(f"dynamics_sign must be one of {list(DYNAMICS_SIGNS)}, got {dynamics_sign!r}")
@@ -62,20 +69,30 @@ class ModelPredictor:
         self.model = model.to(self.device).eval()
         self.dynamics_sign = dynamics_sign
         self.has_dynamics_map = _has_mask_head(model)
+        self.family = getattr(model, "family", "vggt")
+        self.uses_calibration = self.family == "pi3"
+        self.size_rule = pi3_adapter.size_rule(inference) if self.family == "pi3" else None
 
     def _run(self, images: torch.Tensor) -> dict[str, Any]:
         use_autocast = self.device.type == "cuda" and self.dtype != torch.float32
         with torch.inference_mode(), torch.autocast(self.device.type, dtype=self.dtype, enabled=use_autocast):
             return self.model(images, compute_points=False)
 
-    def predict(self, images: np.ndarray, stamps_ns: np.ndarray) -> WindowPrediction:
-        """Predict poses, intrinsics, depth, confidence and (if present) the dynamics map for ``images``."""
+    def predict(
+        self, images: np.ndarray, stamps_ns: np.ndarray, intrinsics: np.ndarray | None = None
+    ) -> WindowPrediction:
+        """Predict poses, intrinsics, depth, confidence and (if present) the dynamics map for ``images``.
+
+        ``intrinsics`` [S,3,3] (camera_info K at the network resolution) is used by π³ only.
+        """
         from page4d_ros.model import pose_encoding_to_extri_intri
 
         if images.ndim != 4 or images.shape[1] != 3:
             raise ValueError(f"images must be [S,3,H,W], got {images.shape}")
         height, width = images.shape[-2:]
         batch = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))[None].to(self.device)
+        if self.family == "pi3":
+            return pi3_adapter.run_window(self.model, batch, self.device, self.dtype, intrinsics)
         outputs = self._run(batch)
         pose_enc = outputs["pose_enc"].float().clone()
         pose_enc[..., 7:9] = pose_enc[..., 7:9].clamp(MIN_FOV_RAD, MAX_FOV_RAD)

@@ -13,6 +13,7 @@ square. The output resolution of the pipeline is the network image without its p
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -107,8 +108,24 @@ class ResizePlan:
         return network_maps[..., rows, cols, :]
 
 
-def plan_resize(width: int, height: int, long_side: int = 518, mode: str = "crop") -> ResizePlan:
-    """Compute the :class:`ResizePlan` for an image of ``width`` x ``height``."""
+def plan_resize(
+    width: int,
+    height: int,
+    long_side: int = 518,
+    mode: str = "crop",
+    size_rule: Callable[[int, int], tuple[int, int]] | None = None,
+) -> ResizePlan:
+    """Compute the :class:`ResizePlan` for an image of ``width`` x ``height``.
+
+    A network family with its own input size rule (``size_rule(width, height) -> (net_width, net_height)``,
+    e.g. π³'s pixel budget) gets a plain resize to that size, without crop or padding; ``long_side`` and
+    ``mode`` then do not apply.
+    """
+    if size_rule is not None:
+        if width <= 0 or height <= 0:
+            raise ValueError(f"image size must be positive, got {width}x{height}")
+        net_w, net_h = size_rule(width, height)
+        return ResizePlan(width, height, net_w, net_h, net_w, net_h, 0, 0, 0, 0, net_w, net_h)
     if mode not in RESIZE_MODES:
         raise ValueError(f"resize mode must be one of {list(RESIZE_MODES)}, got {mode!r}")
     if long_side <= 0 or long_side % PATCH_SIZE:

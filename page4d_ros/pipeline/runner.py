@@ -285,7 +285,11 @@ class StreamingPipeline:
             return results
         if self._plan is None:
             self._plan = plan_resize(
-                frame.rgb.shape[1], frame.rgb.shape[0], self.config.model_long_side, self.config.resize_mode
+                frame.rgb.shape[1],
+                frame.rgb.shape[0],
+                self.config.model_long_side,
+                self.config.resize_mode,
+                size_rule=getattr(self.predictor, "size_rule", None),
             )
         resize_start = time.perf_counter()
         network_rgb = resize_rgb(frame.rgb, self._plan)
@@ -490,6 +494,15 @@ class StreamingPipeline:
             source_size=(plan.source_width, plan.source_height),
         )
 
+    def _calibrated_intrinsics(self, window: list[BufferedFrame]) -> np.ndarray | None:
+        """camera_info K at network resolution [S,3,3] for a predictor that takes it (``uses_calibration``,
+        π³) when every frame of the window has one; else None."""
+        if not getattr(self.predictor, "uses_calibration", False):
+            return None
+        if any(f.calibration is None for f in window):
+            return None
+        return np.stack([f.plan.intrinsics_to_network(f.calibration.K) for f in window])
+
     def _run_window(self, window: list[BufferedFrame], new_count: int) -> list[FrameResult]:
         started = time.perf_counter()
         clock = _StageClock()
@@ -503,7 +516,11 @@ class StreamingPipeline:
             images = images_to_tensor_layout([f.network_rgb for f in window])
         try:
             with clock("inference"):
-                prediction = self.predictor.predict(images, stamps)
+                calibrated = self._calibrated_intrinsics(window)
+                if calibrated is None:
+                    prediction = self.predictor.predict(images, stamps)
+                else:
+                    prediction = self.predictor.predict(images, stamps, intrinsics=calibrated)
             prediction.validate(num_frames, plan.network_height, plan.network_width)
         except Exception:
             # The window's new frames cannot be published any more: count them, then let the caller decide.

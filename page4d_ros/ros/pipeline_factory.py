@@ -107,6 +107,9 @@ def warm_up(predictor: Any, config: Any, iterations: int) -> None:
 
     long_side = config.model_long_side
     short_side = max(PATCH_SIZE, (long_side * 3 // 4) // PATCH_SIZE * PATCH_SIZE)
+    size_rule = getattr(predictor, "size_rule", None)
+    if size_rule is not None:
+        long_side, short_side = size_rule(long_side, short_side)
     images = np.zeros((config.window_size, 3, short_side, long_side), dtype=np.float32)
     stamps = np.arange(config.window_size, dtype=np.int64)
     for _ in range(iterations):
@@ -147,7 +150,9 @@ def build_pipeline(settings: dict[str, Any], log: Callable[[str], None] = print)
     config = pipeline_config(settings, checkpoint_long_side(report.inference))
     if settings["model_long_side"] == 0:
         log(f"model_long_side 0: running the network at {config.model_long_side} px (the checkpoint's size)")
-    predictor = ModelPredictor(model, device=device, dtype=dtype)
+    predictor = ModelPredictor(model, device=device, dtype=dtype, inference=report.inference)
+    if predictor.size_rule is not None:
+        log(f"{predictor.family}: input size by its rule {predictor.size_rule}, not model_long_side")
     warm_up(predictor, config, settings["warmup_iters"])
     pipeline = StreamingPipeline(config, predictor)
     description = f"{path.name} on {device} ({str(dtype).replace('torch.', '')})"
