@@ -31,6 +31,10 @@ MAX_FOCAL_SAMPLES = 20000
 """Pixels per window used to fit the focal length (a regular subsample; the fit is a 1-D robust problem)."""
 FOCAL_ROBUST_SCALE_PX = 2.0
 """Residual (pixels) above which the focal fit's soft-L1 loss grows linearly, not quadratically."""
+MIN_FOV_DEG = 5.0
+MAX_FOV_DEG = 170.0
+"""The fitted focal length is kept within these fields of view across the longer image side (an untrained or
+diverging network can give degenerate point maps; the focal length stays finite and plausible)."""
 MIN_POINT_DEPTH = 1e-6
 MAX_CONF_LOGIT = 80.0  # exp(80) ~ 5.5e34 stays finite in float32
 
@@ -46,7 +50,8 @@ def estimate_focal(
     (``scipy.optimize.least_squares``, residuals weighted by ``sqrt(weights)``, scale
     ``FOCAL_ROBUST_SCALE_PX``): soft-L1 (convex enough to leave the outlier-biased start), then Cauchy (whose
     influence fades for gross outliers such as sky, edges or wrong depth, which would still bias an L1 fit).
-    Points with Z <= 0 or non-finite values are ignored.
+    Points with Z <= 0 or non-finite values are ignored; the result lies within the fields of view
+    ``MIN_FOV_DEG`` to ``MAX_FOV_DEG`` across the longer side.
 
     Args:
         local_points: [S, H, W, 3] or [H, W, 3] points in the camera frame (OpenCV axes).
@@ -83,13 +88,16 @@ def estimate_focal(
     denominator = float(a @ a)
     if not denominator > 0:
         raise ValueError("cannot estimate a focal length: every usable point lies on the optical axis")
-    focal = max(float(a @ b) / denominator, 1e-3)
+    half_side = max(width, height) / 2.0
+    lowest = half_side / np.tan(np.radians(MAX_FOV_DEG) / 2.0)
+    highest = half_side / np.tan(np.radians(MIN_FOV_DEG) / 2.0)
+    focal = float(np.clip(float(a @ b) / denominator, lowest, highest))
     for loss in ("soft_l1", "cauchy"):
         fit = least_squares(
             lambda f: f[0] * a - b,
             x0=[focal],
             jac=lambda f: a[:, None],
-            bounds=([1e-3], [np.inf]),
+            bounds=([lowest], [highest]),
             loss=loss,
             f_scale=FOCAL_ROBUST_SCALE_PX,
             x_scale=[focal],

@@ -76,6 +76,10 @@ def test_weights_discount_bad_pixels():
     points[bad] *= [2.0, 2.0, 1.0]  # half the image says f = 50
     weights = np.where(bad, 0.0, 1.0)
     assert estimate_focal(points, weights) == pytest.approx(100.0, rel=1e-9)
+    # Degenerate maps (every ray straight ahead, or pointing the wrong way) stay at a plausible field of view.
+    flat = points.copy()
+    flat[..., :2] *= -1.0
+    assert estimate_focal(flat) == pytest.approx(28.0 / np.tan(np.radians(85.0)))
     with pytest.raises(ValueError, match="fewer than two"):
         estimate_focal(np.full((1, 4, 4, 3), np.nan))
 
