@@ -71,6 +71,8 @@ def predict_window(
     """
     from page4d_ros.model import pose_encoding_to_extri_intri
 
+    if getattr(model, "family", "vggt") == "pi3":
+        return _predict_pi3_window(model, sequence)
     outputs = run_window(model, sequence, compute_points=False)
     height, width = sequence.rgb.shape[1:3]
     extrinsics, intrinsics = pose_encoding_to_extri_intri(outputs["pose_enc"], (height, width))
@@ -91,6 +93,22 @@ def predict_window(
         probability = network_probability(scores, height, width)
     if probability is not None:
         prediction.dynamic_mask = {stamp: frame >= threshold for stamp, frame in zip(stamps, probability)}
+    return prediction
+
+
+def _predict_pi3_window(model: torch.nn.Module, sequence: SyntheticSequence) -> PredictionSet:
+    """One π³ window over every frame: poses relative to the first camera, z-depth and the focal length fitted
+    to its local points (``pipeline.pi3_adapter``); π³ has no dynamics head, so no masks."""
+    from page4d_ros.pipeline.pi3_adapter import window_prediction
+
+    window = window_prediction(run_window(model, sequence))
+    extrinsics_4x4 = np.tile(np.eye(4), (window.extrinsics.shape[0], 1, 1))
+    extrinsics_4x4[:, :3, :] = window.extrinsics
+    stamps = [int(stamp) for stamp in sequence.stamps_ns]
+    prediction = PredictionSet(source="model")
+    prediction.poses = dict(zip(stamps, invert_poses(extrinsics_4x4)))
+    prediction.depth = dict(zip(stamps, window.depth))
+    prediction.K = dict(zip(stamps, window.intrinsics))
     return prediction
 
 
@@ -117,13 +135,17 @@ def predict_streaming(
     sequence: SyntheticSequence,
     config: PipelineConfig,
     dynamics_sign: str = "negative",
+    inference: dict[str, Any] | None = None,
 ) -> PredictionSet:
     """Push every frame of ``sequence`` (with its calibration, when it has one) through a fresh streaming
-    pipeline and key the published poses, depth and dynamic masks by stamp."""
+    pipeline and key the published poses, depth and dynamic masks by stamp (``inference``: the checkpoint's
+    stored settings, e.g. π³'s ``pixel_limit``)."""
     if sequence.rgb is None:
         raise ValueError("the sequence has no RGB images to run the model on")
     height, width = sequence.rgb.shape[1:3]
-    pipeline = StreamingPipeline(config, ModelPredictor(model, dynamics_sign=dynamics_sign))
+    pipeline = StreamingPipeline(
+        config, ModelPredictor(model, dynamics_sign=dynamics_sign, inference=inference)
+    )
     results = []
     for index in range(len(sequence)):
         calibration = (
@@ -153,6 +175,7 @@ def evaluate_model(
     dynamics_sign: float = -1.0,
     streaming: PipelineConfig | None = None,
     mask_threshold: float = 0.5,
+    inference: dict[str, Any] | None = None,
 ) -> tuple[list[dict[str, Any]], dict[str, float | None]]:
     """Per-sequence results (with ``ate_percent_of_path``) and their means (the table columns plus ATE %).
 
@@ -165,7 +188,7 @@ def evaluate_model(
             prediction = predict_window(model, sequence, dynamics_sign, mask_threshold)
         else:
             sign = "negative" if dynamics_sign < 0 else "positive"
-            prediction = predict_streaming(model, sequence, streaming, sign)
+            prediction = predict_streaming(model, sequence, streaming, sign, inference)
         name = f"{index:02d}-{sequence.camera_motion}-{sequence.scene}"
         result = evaluate(prediction, sequence, name=name)
         length = path_length(sequence.T_world_cam)
@@ -195,6 +218,9 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(prog="page4d-eval held-out", description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoint", required=True)
+    parser.add_argument(
+        "--model-preset", default="", help="network preset when the file has no stored config (e.g. pi3)"
+    )
     parser.add_argument("--sequences", type=int, default=8)
     parser.add_argument(
         "--frames",
@@ -225,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     try:
-        model, report = load_checkpoint(args.checkpoint)
+        model, report = load_checkpoint(args.checkpoint, args.model_preset or None)
         streaming = None
         if args.streaming:
             long_side = checkpoint_long_side(report.inference) or max(args.width, args.height)
@@ -236,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
             args.sequences, args.frames, args.width, args.height, seed=args.seed, fps=args.fps
         )
         results, summary = evaluate_model(
-            model, sequences, args.dynamics_sign, streaming, args.mask_threshold
+            model, sequences, args.dynamics_sign, streaming, args.mask_threshold, report.inference
         )
     except (ValueError, FileNotFoundError, CheckpointError) as error:
         print(f"page4d-eval held-out: error: {error}", file=sys.stderr)

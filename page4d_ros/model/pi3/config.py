@@ -137,12 +137,14 @@ def resolve_config(config: str | Mapping[str, Any]) -> dict[str, Any]:
     if isinstance(config, str):
         if config not in PRESETS:
             raise ValueError(f"unknown π³ preset {config!r}; choose one of {sorted(PRESETS)}")
-        merged: dict[str, Any] = copy.deepcopy(PRESETS[config])
+        merged: dict[str, Any] = {**_DEFAULTS, **copy.deepcopy(PRESETS[config])}
     elif isinstance(config, Mapping):
         base = config.get("preset")
         if base is not None and base not in PRESETS:
             raise ValueError(f"unknown π³ preset {base!r}; choose one of {sorted(PRESETS)}")
-        merged = copy.deepcopy(PRESETS[base]) if base is not None else dict(_DEFAULTS)
+        merged = dict(_DEFAULTS)
+        if base is not None:
+            merged.update(copy.deepcopy(PRESETS[base]))
         unknown = sorted(set(config) - _FIELDS - _IGNORED_FIELDS)
         if unknown:
             warnings.warn(f"ignoring unknown π³ config keys {unknown}", stacklevel=2)
