@@ -244,3 +244,19 @@ def test_size_rule_with_a_small_budget():
     assert (width, height) == (56, 42)  # 4 x 3 patches: exactly the budget
     with pytest.raises(ValueError, match="pixel_limit"):
         Pi3SizeRule(pixel_limit=100)
+
+
+def test_heads_stay_fp32_under_autocast_and_bf16_weights_run(pi3_ref):
+    """Upstream runs the trunk under bf16 autocast with fp32 heads; a bf16-cast model (fp32 SVD) runs too."""
+    model = _model(pi3_ref, torch.float32)
+    images = pi3_ref["inputs"].float()
+    with torch.inference_mode():
+        reference = model(images)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            mixed = model(images)
+        half = model.to(torch.bfloat16)(images)
+    for key in OUTPUT_KEYS:
+        assert mixed[key].dtype == torch.float32, key
+        assert half[key].dtype == torch.bfloat16, key
+        assert _rel(mixed[key], reference[key]) < 0.05, key
+        assert _rel(half[key], reference[key]) < 0.05, key

@@ -81,11 +81,14 @@ class ResConvBlock(nn.Module):
 
 def svd_orthogonalize(matrices: torch.Tensor) -> torch.Tensor:
     """Nearest proper rotation to each row-normalised 3x3 of ``matrices`` [..., 3, 3] (``torch.svd``)."""
+    dtype = matrices.dtype
+    # SVD and det have no bf16/fp16 kernels: half-precision models compute them in fp32.
+    matrices = matrices.to(torch.promote_types(dtype, torch.float32))
     normalised = F.normalize(matrices, p=2, dim=-1, eps=1e-12).transpose(-1, -2)
     u, _, v = torch.svd(normalised)
     det = torch.det(v @ u.transpose(-2, -1))
     v = torch.cat([v[..., :-1], v[..., -1:] * det[..., None, None]], dim=-1)
-    return v @ u.transpose(-2, -1)
+    return (v @ u.transpose(-2, -1)).to(dtype)
 
 
 class CameraHead(nn.Module):
