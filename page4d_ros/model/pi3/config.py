@@ -113,10 +113,10 @@ def rope_frequency(pos_type: str) -> float:
     return float(match.group(1))
 
 
-def _positive_int(merged: Mapping[str, Any], key: str) -> int:
+def _positive_int(merged: Mapping[str, Any], key: str, minimum: int = 1) -> int:
     value = merged[key]
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"π³ config '{key}' must be a positive integer, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"π³ config '{key}' must be an integer >= {minimum}, got {value!r}")
     return value
 
 
@@ -157,7 +157,7 @@ def resolve_config(config: str | Mapping[str, Any]) -> dict[str, Any]:
     if missing:
         raise ValueError(f"π³ config is missing {missing}; pass the preset 'pi3' or a complete dict")
     for key in _INT_FIELDS:
-        _positive_int(merged, key)
+        _positive_int(merged, key, 0 if key == "num_register_tokens" else 1)
     for key in _RATIO_FIELDS:
         value = merged[key]
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:

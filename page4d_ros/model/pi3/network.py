@@ -252,6 +252,8 @@ class Pi3(nn.Module):
         hidden = features[:, start:]
         num_registers = self.register_token.shape[-2]
         positions = patch_positions(rows, cols, num_registers, device=images.device)
+        if num_registers == 0:
+            positions = positions - 1  # upstream offsets positions by +1 only when register tokens exist
         rope = self.rope.tables(
             positions, self.config["embed_dim"] // self.config["dec_num_heads"], hidden.dtype
         )
