@@ -61,21 +61,33 @@ def estimate_focal(
     Raises:
         ValueError: wrong shapes, or fewer than two usable pixels.
     """
-    points = np.asarray(local_points, dtype=np.float64)
+    points = np.asarray(local_points)
     if points.ndim == 3:
         points = points[None]
     if points.ndim != 4 or points.shape[-1] != 3:
         raise ValueError(f"local_points must be [S, H, W, 3] or [H, W, 3], got {points.shape}")
     frames, height, width, _ = points.shape
+    # A regular subsample of every frame's pixels first (4x the samples, before invalid ones are dropped),
+    # so a full-size window costs a few milliseconds.
+    step = max(1, (frames * height * width) // (4 * max_samples))
+    if step > 1 and step % width == 0:
+        step += 1  # a multiple of the width would sample a single column
+    index = np.arange(0, frames * height * width, step)
+    sampled = points.reshape(-1, 3)[index].astype(np.float64)
     if weights is None:
-        weight = np.ones(points.shape[:3])
+        weight = np.ones(len(index))
     else:
-        weight = np.asarray(weights, dtype=np.float64).reshape(points.shape[:3])
-    u, v = np.meshgrid(np.arange(width) - (width - 1) / 2.0, np.arange(height) - (height - 1) / 2.0)
-    offsets = np.broadcast_to(np.stack([u, v], axis=-1), (frames, height, width, 2))
-    depth = points[..., 2]
-    usable = np.isfinite(points).all(axis=-1) & (depth > MIN_POINT_DEPTH) & np.isfinite(weight) & (weight > 0)
-    rays = points[usable][:, :2] / depth[usable][:, None]
+        weight = np.asarray(weights)
+        if weight.size != frames * height * width:
+            raise ValueError(f"weights must have {frames}x{height}x{width} values, got shape {weight.shape}")
+        weight = weight.reshape(-1)[index].astype(np.float64)
+    pixel = index % (height * width)
+    offsets = np.stack([pixel % width - (width - 1) / 2.0, pixel // width - (height - 1) / 2.0], axis=-1)
+    depth = sampled[:, 2]
+    usable = (
+        np.isfinite(sampled).all(axis=-1) & (depth > MIN_POINT_DEPTH) & np.isfinite(weight) & (weight > 0)
+    )
+    rays = sampled[usable, :2] / depth[usable, None]
     pixels = offsets[usable]
     sample_weight = weight[usable]
     if len(rays) < 2:
@@ -121,7 +133,8 @@ def relative_extrinsics(camera_to_world: np.ndarray) -> np.ndarray:
 
 def confidence_from_logits(logits: np.ndarray) -> np.ndarray:
     """``1 + exp(logit)`` as float32 (logits clipped at ``MAX_CONF_LOGIT`` so the result stays finite)."""
-    return (1.0 + np.exp(np.minimum(np.asarray(logits, dtype=np.float64), MAX_CONF_LOGIT))).astype(np.float32)
+    clipped = np.minimum(np.asarray(logits, dtype=np.float32), np.float32(MAX_CONF_LOGIT))
+    return np.float32(1.0) + np.exp(clipped)
 
 
 def window_prediction(outputs: Mapping[str, Any], intrinsics: np.ndarray | None = None) -> WindowPrediction:
@@ -131,8 +144,8 @@ def window_prediction(outputs: Mapping[str, Any], intrinsics: np.ndarray | None 
         outputs: ``local_points`` [1,S,H,W,3], ``conf`` [1,S,H,W,1], ``camera_poses`` [1,S,4,4] (tensors).
         intrinsics: [S,3,3] K at the network resolution from camera_info, or None to estimate it.
     """
-    local_points = outputs["local_points"][0].detach().double().cpu().numpy()
-    logits = outputs["conf"][0, ..., 0].detach().double().cpu().numpy()
+    local_points = outputs["local_points"][0].detach().float().cpu().numpy()
+    logits = outputs["conf"][0, ..., 0].detach().float().cpu().numpy()
     poses = outputs["camera_poses"][0].detach().double().cpu().numpy()
     frames, height, width, _ = local_points.shape
     if intrinsics is None:
@@ -144,7 +157,7 @@ def window_prediction(outputs: Mapping[str, Any], intrinsics: np.ndarray | None 
     return WindowPrediction(
         extrinsics=relative_extrinsics(poses),
         intrinsics=K,
-        depth=local_points[..., 2].astype(np.float32),
+        depth=np.ascontiguousarray(local_points[..., 2]),
         depth_conf=confidence_from_logits(logits),
         dynamics=None,
     )

@@ -49,10 +49,10 @@ def _point_maps(K: np.ndarray, depth: np.ndarray) -> np.ndarray:
     return np.stack([x * depth, y * depth, depth], axis=-1)
 
 
-@pytest.mark.parametrize("focal", [90.0, 250.0, 600.0])
-def test_focal_is_recovered_from_noisy_point_maps_with_outliers(focal):
+@pytest.mark.parametrize(("focal", "height", "width"), [(90.0, 84, 112), (250.0, 84, 112), (600.0, 434, 574)])
+def test_focal_is_recovered_from_noisy_point_maps_with_outliers(focal, height, width):
+    """The last case is a full-size π³ window (pixel budget 255000 at 4:3): the fit then subsamples."""
     rng = np.random.default_rng(int(focal))
-    height, width = 84, 112
     K = np.array([[focal, 0, (width - 1) / 2], [0, focal, (height - 1) / 2], [0, 0, 1]])
     depth = rng.uniform(1.0, 6.0, size=(3, height, width))
     points = _point_maps(K, depth)
@@ -80,6 +80,8 @@ def test_weights_discount_bad_pixels():
     flat = points.copy()
     flat[..., :2] *= -1.0
     assert estimate_focal(flat) == pytest.approx(28.0 / np.tan(np.radians(85.0)))
+    with pytest.raises(ValueError, match="weights must have"):
+        estimate_focal(points, weights[:, :10])
     with pytest.raises(ValueError, match="fewer than two"):
         estimate_focal(np.full((1, 4, 4, 3), np.nan))
 
