@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from scipy.optimize import least_squares
 
-from page4d_ros.model.pi3 import Pi3SizeRule
+from page4d_ros.model.pi3 import PIXEL_LIMIT, Pi3SizeRule
 from page4d_ros.pipeline.types import WindowPrediction
 
 MAX_FOCAL_SAMPLES = 20000
@@ -177,7 +177,8 @@ def run_window(
     return window_prediction(outputs, intrinsics)
 
 
-def size_rule(inference: Mapping[str, Any] | None = None) -> Pi3SizeRule:
-    """π³'s input size rule; a checkpoint's inference settings may store another ``pixel_limit``."""
-    limit = (inference or {}).get("pixel_limit")
-    return Pi3SizeRule() if limit is None else Pi3SizeRule(pixel_limit=limit)
+def size_rule(inference: Mapping[str, Any] | None = None, patch_size: int = 14) -> Pi3SizeRule:
+    """π³'s input size rule for a network of ``patch_size``; a checkpoint's inference settings may store
+    another ``pixel_limit``."""
+    limit = (inference or {}).get("pixel_limit", PIXEL_LIMIT)
+    return Pi3SizeRule(pixel_limit=limit, patch_size=patch_size)

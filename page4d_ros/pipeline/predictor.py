@@ -71,7 +71,9 @@ class ModelPredictor:
         self.has_dynamics_map = _has_mask_head(model)
         self.family = getattr(model, "family", "vggt")
         self.uses_calibration = self.family == "pi3"
-        self.size_rule = pi3_adapter.size_rule(inference) if self.family == "pi3" else None
+        self.size_rule = (
+            pi3_adapter.size_rule(inference, model.config["patch_size"]) if self.family == "pi3" else None
+        )
 
     def _run(self, images: torch.Tensor) -> dict[str, Any]:
         use_autocast = self.device.type == "cuda" and self.dtype != torch.float32
