@@ -4,7 +4,9 @@ Public API:
 
 - :func:`build_model` builds ``VGGT`` from a preset (``"vggt-1b"``, ``"page4d-nomask"``, ``"page4d-mask"``,
   ``"page4d-small"``) or a config dict; ``model(images)`` with images [B, S, 3, H, W] in [0, 1] returns the
-  upstream output dict plus ``dynamics_map`` when the PAGE-4D mask head exists.
+  upstream output dict plus ``dynamics_map`` when the PAGE-4D mask head exists. ``"vggt-omega"``,
+  ``"vggt-omega-text"`` and ``{"family": "vggt-omega", ...}`` build :class:`VGGTOmega`
+  (``model/vggt_omega/``).
 - :func:`pose_encoding_to_extri_intri` / :func:`extri_intri_to_pose_encoding` convert the camera head's 9-D
   encoding to camera-from-world extrinsics and pixel intrinsics and back.
 - :func:`load_checkpoint` / :func:`save_checkpoint` read the released checkpoints strictly and write
@@ -26,12 +28,14 @@ from page4d_ros.model.pose_encoding import (
     quaternion_to_matrix,
 )
 from page4d_ros.model.vggt import VGGT, build_model
+from page4d_ros.model.vggt_omega import VGGTOmega
 
 __all__ = [
     "PRESETS",
     "VGGT",
     "CheckpointError",
     "CheckpointReport",
+    "VGGTOmega",
     "build_model",
     "extri_intri_to_pose_encoding",
     "load_checkpoint",

@@ -227,12 +227,14 @@ def build_model(
     *,
     device: torch.device | str | None = None,
     dtype: torch.dtype | None = None,
-) -> VGGT:
+) -> nn.Module:
     """Build a randomly initialised network from a preset name or a config dict (see ``config.py``).
 
     Args:
         config: ``"vggt-1b"``, ``"page4d-nomask"``, ``"page4d-mask"``, ``"page4d-small"`` or a dict with the
-            fixture config keys (optionally ``"preset"`` as a base, ``mask_head``, ``mask_alpha``, ...).
+            fixture config keys (optionally ``"preset"`` as a base, ``mask_head``, ``mask_alpha``, ...);
+            ``"vggt-omega"``, ``"vggt-omega-text"`` or ``{"family": "vggt-omega", ...}`` build a
+            :class:`~page4d_ros.model.vggt_omega.VGGTOmega`.
         device: where to allocate; ``"meta"`` builds the structure without memory (for loading with
             ``assign=True`` or inspecting keys and shapes).
         dtype: parameter dtype (default float32).
@@ -240,6 +242,10 @@ def build_model(
     Raises:
         ValueError: invalid configuration or unusable device.
     """
+    from page4d_ros.model import vggt_omega
+
+    if vggt_omega.is_vggt_omega_config(config):
+        return vggt_omega.build_vggt_omega(config, device=device, dtype=dtype)
     resolved = resolve_config(config)
     target = resolve_device(device)
     with target:
