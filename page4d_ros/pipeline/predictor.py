@@ -8,6 +8,8 @@ import numpy as np
 import torch
 
 from page4d_ros.pipeline.types import WindowPrediction
+from page4d_ros.pipeline.vggt_omega_adapter import FAMILY as VGGT_OMEGA
+from page4d_ros.pipeline.vggt_omega_adapter import VGGTOmegaAdapter
 
 DYNAMICS_SIGNS = ("auto", "positive", "negative")
 # The camera head's FoV goes through a ReLU, so an untrained or diverging network can output 0 (infinite focal
@@ -62,6 +64,9 @@ class ModelPredictor:
         self.model = model.to(self.device).eval()
         self.dynamics_sign = dynamics_sign
         self.has_dynamics_map = _has_mask_head(model)
+        # Other network families bring their adapter (outputs -> WindowPrediction, input-size rule).
+        self.adapter = VGGTOmegaAdapter(model) if getattr(model, "family", "vggt") == VGGT_OMEGA else None
+        self.resize_rule = None if self.adapter is None else self.adapter.size_rule
 
     def _run(self, images: torch.Tensor) -> dict[str, Any]:
         use_autocast = self.device.type == "cuda" and self.dtype != torch.float32
@@ -76,6 +81,8 @@ class ModelPredictor:
             raise ValueError(f"images must be [S,3,H,W], got {images.shape}")
         height, width = images.shape[-2:]
         batch = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))[None].to(self.device)
+        if self.adapter is not None:
+            return self.adapter.predict(self.model, batch, self.dtype)
         outputs = self._run(batch)
         pose_enc = outputs["pose_enc"].float().clone()
         pose_enc[..., 7:9] = pose_enc[..., 7:9].clamp(MIN_FOV_RAD, MAX_FOV_RAD)

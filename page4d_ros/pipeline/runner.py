@@ -285,7 +285,11 @@ class StreamingPipeline:
             return results
         if self._plan is None:
             self._plan = plan_resize(
-                frame.rgb.shape[1], frame.rgb.shape[0], self.config.model_long_side, self.config.resize_mode
+                frame.rgb.shape[1],
+                frame.rgb.shape[0],
+                self.config.model_long_side,
+                self.config.resize_mode,
+                size_rule=getattr(self.predictor, "resize_rule", None),
             )
         resize_start = time.perf_counter()
         network_rgb = resize_rgb(frame.rgb, self._plan)

@@ -107,6 +107,9 @@ def warm_up(predictor: Any, config: Any, iterations: int) -> None:
 
     long_side = config.model_long_side
     short_side = max(PATCH_SIZE, (long_side * 3 // 4) // PATCH_SIZE * PATCH_SIZE)
+    size_rule = getattr(predictor, "resize_rule", None)
+    if size_rule is not None:  # the network family's own input size, for a 4:3 camera
+        _, _, long_side, short_side = size_rule(640, 480)
     images = np.zeros((config.window_size, 3, short_side, long_side), dtype=np.float32)
     stamps = np.arange(config.window_size, dtype=np.int64)
     for _ in range(iterations):
