@@ -153,6 +153,7 @@ def build_pipeline(settings: dict[str, Any], log: Callable[[str], None] = print)
     predictor = ModelPredictor(model, device=device, dtype=dtype)
     warm_up(predictor, config, settings["warmup_iters"])
     pipeline = StreamingPipeline(config, predictor)
-    description = f"{path.name} on {device} ({str(dtype).replace('torch.', '')})"
+    family = getattr(model, "family", "vggt")
+    description = f"{path.name} ({family}) on {device} ({str(dtype).replace('torch.', '')})"
     log(f"model ready: {description}; {report.loaded_keys} tensors, config from {report.config_source}")
     return PipelineBundle(pipeline=pipeline, predictor=predictor, device=device, description=description)
