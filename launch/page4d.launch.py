@@ -23,6 +23,7 @@ from launch import LaunchDescription
 NODE_PARAMETER_ARGUMENTS = (
     "image_transport",
     "checkpoint_path",
+    "model_preset",
     "device",
     "precision",
     "window_size",
@@ -41,6 +42,7 @@ ARGUMENTS = (
     ("camera_info_topic", "/camera/color/camera_info", "CameraInfo of the input images."),
     ("image_transport", "", "raw or compressed (subscribes to <image_topic>/compressed)."),
     ("checkpoint_path", "", "Local checkpoint file; empty uses the params file / shipped model."),
+    ("model_preset", "", "Network preset (e.g. vggt-omega) for checkpoints that store no config."),
     ("device", "", "auto, cpu, cuda or cuda:N."),
     ("precision", "", "auto, fp32, bf16 or fp16."),
     ("window_size", "", "Frames per network window."),
@@ -65,7 +67,7 @@ def _launch_nodes(context, *args, **kwargs):
     for name in NODE_PARAMETER_ARGUMENTS:
         value = LaunchConfiguration(name).perform(context)
         if value != "":
-            overrides[name] = value if name in ("checkpoint_path",) else yaml.safe_load(value)
+            overrides[name] = value if name in ("checkpoint_path", "model_preset") else yaml.safe_load(value)
     image_topic = LaunchConfiguration("image_topic").perform(context)
     node = LifecycleNode(
         package="page4d_ros",

@@ -195,6 +195,9 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(prog="page4d-eval held-out", description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoint", required=True)
+    parser.add_argument(
+        "--model-preset", help="network preset when the checkpoint stores no config (e.g. vggt-omega)"
+    )
     parser.add_argument("--sequences", type=int, default=8)
     parser.add_argument(
         "--frames",
@@ -225,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     try:
-        model, report = load_checkpoint(args.checkpoint)
+        model, report = load_checkpoint(args.checkpoint, args.model_preset)
         streaming = None
         if args.streaming:
             long_side = checkpoint_long_side(report.inference) or max(args.width, args.height)

@@ -14,25 +14,6 @@ from page4d_ros.pipeline import ModelPredictor, StreamingPipeline, plan_resize
 model_package = pytest.importorskip("page4d_ros.model", reason="the network package is not importable")
 from page4d_ros.model.vggt_omega import BalancedSize  # noqa: E402
 
-TINY_OMEGA = {
-    "family": "vggt-omega",
-    "patch_size": 16,
-    "embed_dim": 32,
-    "depth": 2,
-    "num_heads": 2,
-    "mlp_ratio": 2.0,
-    "num_register_tokens": 2,
-    "register_attention_block_indices": [1],
-    "cached_layer_indices": [0, 1],
-    "pe_depth": 1,
-    "pe_num_heads": 2,
-    "pe_n_storage_tokens": 2,
-    "dense_features": 16,
-    "dense_out_channels": [8, 16, 16, 16],
-    "dense_intermediate_layer_idx": [0, 0, 1, 1],
-    "image_resolution": 96,
-}
-
 
 def test_size_rule_replaces_long_side_with_exact_intrinsics():
     plan = plan_resize(640, 480, 518, "crop", size_rule=BalancedSize(512))
@@ -84,10 +65,10 @@ def test_predictor_gives_the_upstream_cameras_and_depth(omega_ref):
 
 @pytest.mark.parametrize("calibrated", [True, False])
 def test_tiny_random_vggt_omega_streams_through_the_pipeline(
-    walk_sequence, oracle_config, frames_of, calibrated
+    walk_sequence, oracle_config, frames_of, tiny_omega_config, calibrated
 ):
     torch.manual_seed(0)
-    model = model_package.build_model(TINY_OMEGA)
+    model = model_package.build_model(tiny_omega_config)
     predictor = ModelPredictor(model)
     config = oracle_config(window_size=4, window_stride=2)
     pipeline = StreamingPipeline(config, predictor)

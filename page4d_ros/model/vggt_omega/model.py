@@ -83,6 +83,7 @@ class VGGTOmega(nn.Module):
         compute_camera: bool = True,
         compute_depth: bool = True,
         compute_text: bool = True,
+        compute_points: bool = False,
         frames_chunk_size: int = 8,
     ) -> dict[str, Any]:
         """Predict cameras and depth for images [B, S, 3, H, W] in [0, 1] (``[S, 3, H, W]``: B = 1).
@@ -96,6 +97,8 @@ class VGGTOmega(nn.Module):
             compute_camera: run the camera head (``pose_enc``).
             compute_depth: run the dense head (``depth``, ``depth_conf``).
             compute_text: run the text-alignment head when it exists.
+            compute_points: accepted so that callers written for VGGT run unchanged; VGGT-Omega has no
+                point head, so nothing is computed for it.
             frames_chunk_size: frames per dense-head pass.
 
         Returns:
