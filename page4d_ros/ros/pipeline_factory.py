@@ -7,6 +7,7 @@ device and the precision, loads the weights and warms the model up. Every failur
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -151,6 +152,13 @@ def build_pipeline(settings: dict[str, Any], log: Callable[[str], None] = print)
     if settings["model_long_side"] == 0:
         log(f"model_long_side 0: running the network at {config.model_long_side} px (the checkpoint's size)")
     predictor = ModelPredictor(model, device=device, dtype=dtype)
+    if predictor.resize_rule is not None and settings["model_long_side"]:
+        # A family with its own size rule (VGGT-Omega: 'balanced'): model_long_side sets its resolution.
+        predictor.resize_rule = dataclasses.replace(
+            predictor.resize_rule, resolution=settings["model_long_side"]
+        )
+    if predictor.resize_rule is not None:
+        log(f"input size: the network family's rule {predictor.resize_rule}")
     warm_up(predictor, config, settings["warmup_iters"])
     pipeline = StreamingPipeline(config, predictor)
     family = getattr(model, "family", "vggt")

@@ -107,9 +107,9 @@ def test_pipeline_factory_selects_the_family_by_model_preset(shared_dir, tmp_pat
     path = tmp_path / "vggt_omega_1b_256_text.pt"
     torch.save({key: buffer[: torch.Size(shape).numel()].view(shape) for key, shape in shapes.items()}, path)
 
-    def settings(preset: str) -> dict:
+    def settings(preset: str, **overrides) -> dict:
         values = {"checkpoint_path": str(path), "device": "cpu", "warmup_iters": 0, "model_preset": preset}
-        return validate_parameters(values)
+        return validate_parameters({**values, **overrides})
 
     bundle = build_pipeline(settings("vggt-omega-text"), log=lambda message: None)
     assert bundle.predictor.resize_rule == BalancedSize(256, 16)
@@ -118,3 +118,6 @@ def test_pipeline_factory_selects_the_family_by_model_preset(shared_dir, tmp_pat
         build_pipeline(settings("vggt-omega"), log=lambda message: None)
     inferred = build_pipeline(settings(""), log=lambda message: None)
     assert inferred.predictor.resize_rule == BalancedSize(256, 16)
+    # A non-zero model_long_side sets the balanced resolution of the family's rule.
+    smaller = build_pipeline(settings("vggt-omega-text", model_long_side=126), log=lambda message: None)
+    assert smaller.predictor.resize_rule == BalancedSize(126, 16)
