@@ -42,7 +42,7 @@ ARGUMENTS = (
     ("camera_info_topic", "/camera/color/camera_info", "CameraInfo of the input images."),
     ("image_transport", "", "raw or compressed (subscribes to <image_topic>/compressed)."),
     ("checkpoint_path", "", "Local checkpoint file; empty uses the params file / shipped model."),
-    ("model_preset", "", "Network preset when the file has no stored config (e.g. pi3, vggt-1b)."),
+    ("model_preset", "", "Network preset when the file stores no config (e.g. pi3, vggt-omega, vggt-1b)."),
     ("device", "", "auto, cpu, cuda or cuda:N."),
     ("precision", "", "auto, fp32, bf16 or fp16."),
     ("window_size", "", "Frames per network window."),

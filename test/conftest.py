@@ -178,3 +178,45 @@ def tiny_checkpoint(
         model.camera_head.pose_branch.fc2.bias[6] = 0.5
         model.camera_head.pose_branch.fc2.bias[7:9] = 0.3
     return save_checkpoint(model, tmp_path_factory.mktemp("checkpoint") / "tiny.safetensors")
+
+
+# A ~60 k-parameter VGGT-Omega (width 32, 2 block pairs) at 'balanced' resolution 96: 160 x 120 -> 112 x 80.
+TINY_VGGT_OMEGA_CONFIG: dict[str, Any] = {
+    "family": "vggt-omega",
+    "patch_size": 16,
+    "embed_dim": 32,
+    "depth": 2,
+    "num_heads": 2,
+    "mlp_ratio": 2.0,
+    "num_register_tokens": 2,
+    "register_attention_block_indices": [1],
+    "cached_layer_indices": [0, 1],
+    "pe_depth": 1,
+    "pe_num_heads": 2,
+    "pe_n_storage_tokens": 2,
+    "dense_features": 16,
+    "dense_out_channels": [8, 16, 16, 16],
+    "dense_intermediate_layer_idx": [0, 0, 1, 1],
+    "image_resolution": 96,
+}
+
+
+@pytest.fixture
+def tiny_omega_config() -> dict[str, Any]:
+    """A fresh copy of the tiny VGGT-Omega config (``TINY_VGGT_OMEGA_CONFIG``)."""
+    return copy.deepcopy(TINY_VGGT_OMEGA_CONFIG)
+
+
+@pytest.fixture(scope="session")
+def tiny_omega_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A saved tiny random VGGT-Omega whose camera branch is biased to finite, plausible cameras."""
+    import torch
+
+    from page4d_ros.model import build_model, save_checkpoint
+
+    torch.manual_seed(0)
+    model = build_model(copy.deepcopy(TINY_VGGT_OMEGA_CONFIG))
+    with torch.no_grad():
+        model.camera_head.camera_branch[2].bias[6] = 1.0  # quaternion w: near-identity rotations
+        model.camera_head.camera_branch[2].bias[7:9] = 1.0  # about 1 rad field of view
+    return save_checkpoint(model, tmp_path_factory.mktemp("omega") / "omega_tiny.safetensors")

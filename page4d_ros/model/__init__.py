@@ -6,7 +6,9 @@ Public API:
   ``"page4d-small"``) or a config dict; ``model(images)`` with images [B, S, 3, H, W] in [0, 1] returns the
   upstream output dict plus ``dynamics_map`` when the PAGE-4D mask head exists. ``"pi3"`` or
   ``{"family": "pi3", **sizes}`` builds :class:`Pi3` (``page4d_ros.model.pi3``), whose outputs are
-  ``points``, ``local_points``, ``conf``, ``camera_poses``.
+  ``points``, ``local_points``, ``conf``, ``camera_poses``. ``"vggt-omega"``,
+  ``"vggt-omega-text"`` and ``{"family": "vggt-omega", ...}`` build :class:`VGGTOmega`
+  (``model/vggt_omega/``).
 - :func:`pose_encoding_to_extri_intri` / :func:`extri_intri_to_pose_encoding` convert the camera head's 9-D
   encoding to camera-from-world extrinsics and pixel intrinsics and back.
 - :func:`load_checkpoint` / :func:`save_checkpoint` read the released checkpoints strictly and write
@@ -29,6 +31,7 @@ from page4d_ros.model.pose_encoding import (
     quaternion_to_matrix,
 )
 from page4d_ros.model.vggt import VGGT, build_model
+from page4d_ros.model.vggt_omega import VGGTOmega
 
 __all__ = [
     "PRESETS",
@@ -36,6 +39,7 @@ __all__ = [
     "CheckpointError",
     "CheckpointReport",
     "Pi3",
+    "VGGTOmega",
     "build_model",
     "extri_intri_to_pose_encoding",
     "load_checkpoint",

@@ -30,8 +30,9 @@ from typing import Any
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
+from torch import nn
 
-from page4d_ros.model import pi3
+from page4d_ros.model import pi3, vggt_omega
 from page4d_ros.model.config import resolve_config as resolve_vggt_config
 from page4d_ros.model.vggt import TRACK_HEAD_PREFIX, build_model, resolve_device
 
@@ -102,6 +103,13 @@ class CheckpointReport:
     sha256: str | None = None
     notes: list[str] = field(default_factory=list)
     inference: dict[str, Any] = field(default_factory=dict)
+
+
+def resolve_config(config: str | Mapping[str, Any]) -> dict[str, Any]:
+    """Resolve a config of any network family (VGGT / PAGE-4D unless it names VGGT-Omega)."""
+    if vggt_omega.is_vggt_omega_config(config):
+        return vggt_omega.resolve_config(config)
+    return resolve_vggt_config(config)
 
 
 def _list_keys(keys: list[str]) -> str:
@@ -302,6 +310,7 @@ def _infer_config(
     preset = "page4d-nomask" if has_mask_head else "vggt-1b"
     if _PI3_KEY in state:
         preset = "pi3"
+    preset = vggt_omega.preset_for_keys(state) or preset
     if has_mask_head:
         report.notes.append(
             "PAGE-4D checkpoints do not store the mask strength: using the nomask variant (mask_alpha 0, "
@@ -361,14 +370,15 @@ def load_checkpoint(
     device: str | torch.device = "cpu",
     dtype: torch.dtype | None = None,
     sha256: str | None = None,
-) -> tuple[torch.nn.Module, CheckpointReport]:
+) -> tuple[nn.Module, CheckpointReport]:
     """Load a checkpoint strictly into a new network in eval mode.
 
     Args:
         path_or_id: ``.pt``/``.pth``/``.safetensors`` file, or a Hugging Face repo id in the local cache.
         config: preset name or config dict; None uses the config stored by :func:`save_checkpoint`, else
             infers ``"vggt-1b"`` or, when mask-head keys are present, ``"page4d-nomask"`` (the mask strength
-            is not stored in the released files; see the report's notes), or ``"pi3"`` for π³ keys.
+            is not stored in the released files; see the report's notes), ``"pi3"`` for π³ keys, or
+            ``"vggt-omega"`` / ``"vggt-omega-text"`` from VGGT-Omega keys.
         device: device of the returned model.
         dtype: parameter dtype (float32 when None; bfloat16/float16 halve the memory).
         sha256: expected hex digest of the file; verified before reading.
@@ -450,7 +460,7 @@ def _inference_settings(metadata: Mapping[str, str], path: Path) -> dict[str, An
 
 
 def save_checkpoint(
-    model: torch.nn.Module,
+    model: nn.Module,
     path: str | os.PathLike[str],
     config: str | Mapping[str, Any] | None = None,
     inference: Mapping[str, Any] | None = None,

@@ -18,7 +18,12 @@ _POS_EMBED_OMEGA = 100.0
 
 
 def _interpolate(x: torch.Tensor, size: Sequence[int] | None = None) -> torch.Tensor:
-    """Bilinear, ``align_corners=True`` resize to ``size`` (None: x2), as every DPT upsampling upstream."""
+    """Bilinear, ``align_corners=True`` resize to ``size`` (None: x2), as every DPT upsampling upstream.
+
+    A ``size`` equal to the current one returns ``x`` unchanged (VGGT-Omega skips that interpolation).
+    """
+    if size is not None and tuple(size) == tuple(x.shape[-2:]):
+        return x
     if size is None:
         return F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=True)
     return F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=True)
@@ -82,28 +87,30 @@ class ResidualConvUnit(nn.Module):
     """``conv2(relu(conv1(relu(x)))) + relu(x)``.
 
     The skip adds ``relu(x)``, not ``x``: upstream's in-place ReLU overwrites the input before the add, and
-    the released weights were trained with that behaviour.
+    the released weights were trained with that behaviour. ``activated_skip=False`` adds ``x`` itself
+    (VGGT-Omega's ReLU is not in-place).
     """
 
-    def __init__(self, features: int):
+    def __init__(self, features: int, activated_skip: bool = True):
         super().__init__()
+        self.activated_skip = activated_skip
         self.conv1 = nn.Conv2d(features, features, kernel_size=3, padding=1)
         self.conv2 = nn.Conv2d(features, features, kernel_size=3, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Apply the unit."""
         activated = F.relu(x)
-        return self.conv2(F.relu(self.conv1(activated))) + activated
+        return self.conv2(F.relu(self.conv1(activated))) + (activated if self.activated_skip else x)
 
 
 class FeatureFusionBlock(nn.Module):
     """Fuse a coarser path with a skip feature, refine, upsample, and mix channels with a 1x1 conv."""
 
-    def __init__(self, features: int, has_residual: bool = True):
+    def __init__(self, features: int, has_residual: bool = True, activated_skip: bool = True):
         super().__init__()
         self.out_conv = nn.Conv2d(features, features, kernel_size=1)
-        self.resConfUnit1 = ResidualConvUnit(features) if has_residual else None
-        self.resConfUnit2 = ResidualConvUnit(features)
+        self.resConfUnit1 = ResidualConvUnit(features, activated_skip) if has_residual else None
+        self.resConfUnit2 = ResidualConvUnit(features, activated_skip)
 
     def forward(
         self, x: torch.Tensor, skip: torch.Tensor | None = None, size: Sequence[int] | None = None

@@ -235,6 +235,8 @@ def build_model(
         config: ``"vggt-1b"``, ``"page4d-nomask"``, ``"page4d-mask"``, ``"page4d-small"`` or a dict with the
             fixture config keys (optionally ``"preset"`` as a base, ``mask_head``, ``mask_alpha``, ...);
             ``"pi3"`` or ``{"family": "pi3", **sizes}`` builds :class:`page4d_ros.model.pi3.Pi3`.
+            ``"vggt-omega"``, ``"vggt-omega-text"`` or ``{"family": "vggt-omega", ...}`` build a
+            :class:`~page4d_ros.model.vggt_omega.VGGTOmega`.
         device: where to allocate; ``"meta"`` builds the structure without memory (for loading with
             ``assign=True`` or inspecting keys and shapes).
         dtype: parameter dtype (default float32).
@@ -242,8 +244,12 @@ def build_model(
     Raises:
         ValueError: invalid configuration or unusable device.
     """
+    from page4d_ros.model import vggt_omega
+
     if is_pi3_config(config):
         return build_pi3(config, resolve_device(device), dtype)
+    if vggt_omega.is_vggt_omega_config(config):
+        return vggt_omega.build_vggt_omega(config, device=device, dtype=dtype)
     resolved = resolve_config(config)
     target = resolve_device(device)
     with target:

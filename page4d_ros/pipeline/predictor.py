@@ -10,6 +10,8 @@ import torch
 
 from page4d_ros.pipeline import pi3_adapter
 from page4d_ros.pipeline.types import WindowPrediction
+from page4d_ros.pipeline.vggt_omega_adapter import FAMILY as VGGT_OMEGA
+from page4d_ros.pipeline.vggt_omega_adapter import VGGTOmegaAdapter
 
 DYNAMICS_SIGNS = ("auto", "positive", "negative")
 # The camera head's FoV goes through a ReLU, so an untrained or diverging network can output 0 (infinite focal
@@ -71,9 +73,14 @@ class ModelPredictor:
         self.has_dynamics_map = _has_mask_head(model)
         self.family = getattr(model, "family", "vggt")
         self.uses_calibration = self.family == "pi3"
-        self.size_rule = (
-            pi3_adapter.size_rule(inference, model.config["patch_size"]) if self.family == "pi3" else None
-        )
+        # Other network families bring their input-size rule (see ``pipeline.preprocess.SizeRule``) and their
+        # conversion of outputs to a WindowPrediction.
+        self.omega_adapter = VGGTOmegaAdapter(model) if self.family == VGGT_OMEGA else None
+        self.size_rule = None
+        if self.family == "pi3":
+            self.size_rule = pi3_adapter.size_rule(inference, model.config["patch_size"])
+        elif self.omega_adapter is not None:
+            self.size_rule = self.omega_adapter.size_rule
 
     def _run(self, images: torch.Tensor) -> dict[str, Any]:
         use_autocast = self.device.type == "cuda" and self.dtype != torch.float32
@@ -95,6 +102,8 @@ class ModelPredictor:
         batch = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))[None].to(self.device)
         if self.family == "pi3":
             return pi3_adapter.run_window(self.model, batch, self.device, self.dtype, intrinsics)
+        if self.omega_adapter is not None:
+            return self.omega_adapter.predict(self.model, batch, self.dtype)
         outputs = self._run(batch)
         pose_enc = outputs["pose_enc"].float().clone()
         pose_enc[..., 7:9] = pose_enc[..., 7:9].clamp(MIN_FOV_RAD, MAX_FOV_RAD)

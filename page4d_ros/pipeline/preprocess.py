@@ -108,30 +108,37 @@ class ResizePlan:
         return network_maps[..., rows, cols, :]
 
 
+SizeRule = Callable[[int, int], tuple[int, int, int, int]]
+"""A network family's input-size rule: ``(width, height) -> (crop_w, crop_h, net_w, net_h)``, the centred
+source region the network sees and the network size it is resized to (e.g. VGGT-Omega's ``BalancedSize``)."""
+
+
+def _plan_from_rule(width: int, height: int, size_rule: SizeRule) -> ResizePlan:
+    """Resize the whole image by the factors that map the rule's crop onto its network size, then crop."""
+    crop_w, crop_h, net_w, net_h = size_rule(width, height)
+    resized_w = max(net_w, round(width * net_w / crop_w))
+    resized_h = max(net_h, round(height * net_h / crop_h))
+    offset_x, offset_y = -((resized_w - net_w) // 2), -((resized_h - net_h) // 2)
+    return ResizePlan(
+        width, height, resized_w, resized_h, net_w, net_h, offset_x, offset_y, 0, 0, net_w, net_h
+    )
+
+
 def plan_resize(
-    width: int,
-    height: int,
-    long_side: int = 518,
-    mode: str = "crop",
-    size_rule: Callable[[int, int], tuple[int, int]] | None = None,
+    width: int, height: int, long_side: int = 518, mode: str = "crop", size_rule: SizeRule | None = None
 ) -> ResizePlan:
     """Compute the :class:`ResizePlan` for an image of ``width`` x ``height``.
 
-    A network family with its own input size rule (``size_rule(width, height) -> (net_width, net_height)``,
-    e.g. π³'s pixel budget) gets a plain resize to that size, without crop or padding; ``long_side`` and
-    ``mode`` then do not apply.
+    ``size_rule`` (a network family's rule, see :data:`SizeRule`) replaces ``long_side`` and ``mode``.
     """
-    if size_rule is not None:
-        if width <= 0 or height <= 0:
-            raise ValueError(f"image size must be positive, got {width}x{height}")
-        net_w, net_h = size_rule(width, height)
-        return ResizePlan(width, height, net_w, net_h, net_w, net_h, 0, 0, 0, 0, net_w, net_h)
     if mode not in RESIZE_MODES:
         raise ValueError(f"resize mode must be one of {list(RESIZE_MODES)}, got {mode!r}")
     if long_side <= 0 or long_side % PATCH_SIZE:
         raise ValueError(f"long_side must be a positive multiple of {PATCH_SIZE}, got {long_side}")
     if width <= 0 or height <= 0:
         raise ValueError(f"image size must be positive, got {width}x{height}")
+    if size_rule is not None:
+        return _plan_from_rule(width, height, size_rule)
     if mode == "crop":
         resized_w = long_side
         resized_h = _round_to_patch(height * long_side / width)

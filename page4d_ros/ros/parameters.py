@@ -51,7 +51,9 @@ _NODE_PARAMETERS: tuple[ParameterSpec, ...] = (
         "checkpoint_sha256", "", "Optional SHA-256 of the checkpoint file; configure fails on mismatch."
     ),
     ParameterSpec(
-        "model_preset", "", "Model preset when the checkpoint carries no config (e.g. page4d-small)."
+        "model_preset",
+        "",
+        "Model preset when the checkpoint carries no config (e.g. page4d-small, vggt-omega-text).",
     ),
     ParameterSpec(
         "device", "auto", "Torch device: auto (cuda:0 when available, else cpu), cpu, cuda, cuda:N."
@@ -191,7 +193,8 @@ _PIPELINE_DESCRIPTIONS: dict[str, str] = {
     "max_window_size": "Upper bound on window_size (GPU memory guard).",
     "model_long_side": (
         "Network input long side in pixels (multiple of 14; 518 is native for VGGT / PAGE-4D); 0: the size "
-        "stored in the checkpoint's metadata (the shipped model: 112), else 518."
+        "stored in the checkpoint's metadata (the shipped model: 112), else 518. VGGT-Omega: the 'balanced' "
+        "resolution (about (r/16)^2 patches per frame); 0: the checkpoint's (512, text: 256)."
     ),
     "resize_mode": "crop or pad the images to the network's aspect ratio.",
     "keyframe_min_interval_s": "Skip frames closer in time than this (0 keeps all).",

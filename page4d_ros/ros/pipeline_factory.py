@@ -7,6 +7,7 @@ device and the precision, loads the weights and warms the model up. Every failur
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -108,8 +109,8 @@ def warm_up(predictor: Any, config: Any, iterations: int) -> None:
     long_side = config.model_long_side
     short_side = max(PATCH_SIZE, (long_side * 3 // 4) // PATCH_SIZE * PATCH_SIZE)
     size_rule = getattr(predictor, "size_rule", None)
-    if size_rule is not None:
-        long_side, short_side = size_rule(long_side, short_side)
+    if size_rule is not None:  # the network family's own input size, for a 4:3 camera
+        _, _, long_side, short_side = size_rule(long_side, short_side)
     images = np.zeros((config.window_size, 3, short_side, long_side), dtype=np.float32)
     stamps = np.arange(config.window_size, dtype=np.int64)
     for _ in range(iterations):
@@ -151,10 +152,16 @@ def build_pipeline(settings: dict[str, Any], log: Callable[[str], None] = print)
     if settings["model_long_side"] == 0:
         log(f"model_long_side 0: running the network at {config.model_long_side} px (the checkpoint's size)")
     predictor = ModelPredictor(model, device=device, dtype=dtype, inference=report.inference)
+    rule = predictor.size_rule
+    if rule is not None and dataclasses.is_dataclass(rule) and hasattr(rule, "resolution"):
+        if settings["model_long_side"]:
+            # A family with a resolution-based rule (VGGT-Omega: 'balanced'): model_long_side sets it.
+            predictor.size_rule = dataclasses.replace(rule, resolution=settings["model_long_side"])
     if predictor.size_rule is not None:
-        log(f"{predictor.family}: input size by its rule {predictor.size_rule}, not model_long_side")
+        log(f"{predictor.family}: input size by the family's rule {predictor.size_rule}")
     warm_up(predictor, config, settings["warmup_iters"])
     pipeline = StreamingPipeline(config, predictor)
-    description = f"{path.name} on {device} ({str(dtype).replace('torch.', '')})"
+    family = getattr(model, "family", "vggt")
+    description = f"{path.name} ({family}) on {device} ({str(dtype).replace('torch.', '')})"
     log(f"model ready: {description}; {report.loaded_keys} tensors, config from {report.config_source}")
     return PipelineBundle(pipeline=pipeline, predictor=predictor, device=device, description=description)

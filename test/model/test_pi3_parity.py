@@ -236,11 +236,11 @@ def test_config_validation():
     ],
 )
 def test_size_rule_matches_the_upstream_loader(source, expected):
-    assert Pi3SizeRule()(*source) == expected
+    assert Pi3SizeRule()(*source) == (*source, *expected)
 
 
 def test_size_rule_with_a_small_budget():
-    width, height = Pi3SizeRule(pixel_limit=14 * 14 * 12)(640, 480)
+    _, _, width, height = Pi3SizeRule(pixel_limit=14 * 14 * 12)(640, 480)
     assert (width, height) == (56, 42)  # 4 x 3 patches: exactly the budget
     with pytest.raises(ValueError, match="pixel_limit"):
         Pi3SizeRule(pixel_limit=100)

@@ -1,6 +1,6 @@
 """Transformer building blocks shared by the DINOv2 encoder, the aggregator and the camera head."""
 
-from page4d_ros.model.layers.attention import Attention, attention_with_query_key_bias
+from page4d_ros.model.layers.attention import Attention, LinearKMaskedBias, attention_with_query_key_bias
 from page4d_ros.model.layers.block import Block, LayerScale
 from page4d_ros.model.layers.mlp import Mlp
 from page4d_ros.model.layers.rope import RopeTables, RotaryPositionEmbedding2D, patch_positions
@@ -9,6 +9,7 @@ __all__ = [
     "Attention",
     "Block",
     "LayerScale",
+    "LinearKMaskedBias",
     "Mlp",
     "RopeTables",
     "RotaryPositionEmbedding2D",

@@ -67,8 +67,40 @@ def attention_with_query_key_bias(
     return out[..., :head_dim]
 
 
+class LinearKMaskedBias(nn.Linear):
+    """The fused q/k/v projection of DINOv3 (``mask_k_bias``): the bias times the buffer ``bias_mask``.
+
+    ``bias_mask`` is a persistent buffer (in the checkpoints), 1 on the q and v thirds and 0 on the k third,
+    so the key bias is zero. Upstream creates it as NaN and fills it in ``init_weights`` or from the
+    checkpoint; :meth:`reset_bias_mask` fills it here.
+    """
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True):
+        super().__init__(in_features, out_features, bias=bias)
+        if out_features % 3:
+            raise ValueError(f"a q/k/v projection needs out_features divisible by 3, got {out_features}")
+        if self.bias is not None:
+            self.register_buffer("bias_mask", torch.full_like(self.bias, math.nan))
+
+    def reset_bias_mask(self) -> None:
+        """Set ``bias_mask`` to ones on q and v, zeros on k (the value every checkpoint holds)."""
+        if self.bias is not None:
+            third = self.out_features // 3
+            with torch.no_grad():
+                self.bias_mask.fill_(1.0)
+                self.bias_mask[third : 2 * third] = 0.0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x W^T + bias * bias_mask``."""
+        bias = self.bias * self.bias_mask.to(self.bias.dtype) if self.bias is not None else None
+        return F.linear(x, self.weight, bias)
+
+
 class Attention(nn.Module):
-    """Self-attention with the upstream parameter names ``qkv``, ``q_norm``, ``k_norm``, ``proj``."""
+    """Self-attention with the upstream parameter names ``qkv``, ``q_norm``, ``k_norm``, ``proj``.
+
+    ``mask_k_bias`` makes ``qkv`` a :class:`LinearKMaskedBias` (DINOv3 / VGGT-Omega: no key bias).
+    """
 
     def __init__(
         self,
@@ -77,15 +109,22 @@ class Attention(nn.Module):
         qkv_bias: bool = True,
         proj_bias: bool = True,
         qk_norm: bool = False,
+        mask_k_bias: bool = False,
     ):
         super().__init__()
         if dim % num_heads:
             raise ValueError(f"attention width {dim} is not divisible by num_heads={num_heads}")
         self.num_heads = num_heads
         self.head_dim = dim // num_heads
-        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
-        self.q_norm = nn.LayerNorm(self.head_dim) if qk_norm else nn.Identity()
-        self.k_norm = nn.LayerNorm(self.head_dim) if qk_norm else nn.Identity()
+        if mask_k_bias:
+            # DINOv3's attention registers the norms first: the state_dict key order follows upstream.
+            self.q_norm = nn.LayerNorm(self.head_dim) if qk_norm else nn.Identity()
+            self.k_norm = nn.LayerNorm(self.head_dim) if qk_norm else nn.Identity()
+            self.qkv = LinearKMaskedBias(dim, dim * 3, bias=qkv_bias)
+        else:
+            self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
+            self.q_norm = nn.LayerNorm(self.head_dim) if qk_norm else nn.Identity()
+            self.k_norm = nn.LayerNorm(self.head_dim) if qk_norm else nn.Identity()
         self.proj = nn.Linear(dim, dim, bias=proj_bias)
 
     def forward(

@@ -32,6 +32,7 @@ class Block(nn.Module):
         init_values: LayerScale initial value (None or 0: no LayerScale, as upstream).
         qk_norm: LayerNorm on per-head queries and keys.
         norm_eps: epsilon of norm1 and norm2 (1e-5 in VGGT, 1e-6 in DINOv2); q/k norms use 1e-5.
+        mask_k_bias: no key bias in the q/k/v projection (DINOv3 / VGGT-Omega, see ``LinearKMaskedBias``).
     """
 
     def __init__(
@@ -42,10 +43,11 @@ class Block(nn.Module):
         init_values: float | None = None,
         qk_norm: bool = False,
         norm_eps: float = 1e-5,
+        mask_k_bias: bool = False,
     ):
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=norm_eps)
-        self.attn = Attention(dim, num_heads, qk_norm=qk_norm)
+        self.attn = Attention(dim, num_heads, qk_norm=qk_norm, mask_k_bias=mask_k_bias)
         self.ls1 = LayerScale(dim, init_values) if init_values else nn.Identity()
         self.norm2 = nn.LayerNorm(dim, eps=norm_eps)
         self.mlp = Mlp(dim, int(dim * mlp_ratio))

@@ -4,10 +4,15 @@ The first half of each head's channels rotates with the token's row index, the s
 column index; within each half the rotation pairs channel ``c`` with ``c + half/2`` ("rotate half", not
 interleaved). Angles use ``inv_freq[j] = base ** (-2j / half)``, are formed in float32 and only then cast to
 the token dtype, exactly like the upstream implementation (this matters for float64 parity).
+
+:class:`RopeTables` also applies the DINOv3-style variant of VGGT-Omega (``pairing="halves"``: channel ``c``
+pairs with ``c + head_dim/2``, leading tokens left unrotated, the rotation done in the tables' dtype); its
+tables are built by ``page4d_ros.model.vggt_omega.rope``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -34,17 +39,40 @@ class RopeTables:
 
     cos: torch.Tensor
     sin: torch.Tensor
+    pairing: str = "axis_quarters"
+    """``"axis_quarters"`` (VGGT: rotate halves within each axis half) or ``"halves"`` (DINOv3: over the
+    two halves of the head)."""
+    num_unrotated: int = 0
+    """Leading tokens passed through unrotated (the tables cover the tokens after them)."""
+    compute_dtype: torch.dtype | None = None
+    """None: rotate in the tokens' dtype (VGGT); a dtype: cast the tokens to it, rotate, cast back
+    (DINOv3)."""
 
     def repeat(self, times: int) -> RopeTables:
         """Tables for ``times`` frames concatenated along the token axis (global attention)."""
-        return RopeTables(self.cos.repeat(1, 1, times, 1), self.sin.repeat(1, 1, times, 1))
+        return dataclasses.replace(
+            self, cos=self.cos.repeat(1, 1, times, 1), sin=self.sin.repeat(1, 1, times, 1)
+        )
 
     def apply(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Rotate ``tokens`` [B, heads, N, head_dim]: ``t * cos + rotate_half_per_axis(t) * sin``."""
-        quarter = tokens.shape[-1] // 4
-        y1, y2, x1, x2 = tokens.split(quarter, dim=-1)
-        rotated = torch.cat([-y2, y1, -x2, x1], dim=-1)
-        return tokens * self.cos.to(tokens.dtype) + rotated * self.sin.to(tokens.dtype)
+        """Rotate ``tokens`` [B, heads, N, head_dim]: ``t * cos + rotate_half(t) * sin``."""
+        original_dtype = tokens.dtype
+        if self.compute_dtype is not None:
+            tokens = tokens.to(self.compute_dtype)
+        prefix = tokens[..., : self.num_unrotated, :]
+        if self.num_unrotated:
+            tokens = tokens[..., self.num_unrotated :, :]
+        if self.pairing == "halves":
+            first, second = tokens.chunk(2, dim=-1)
+            rotated = torch.cat([-second, first], dim=-1)
+        else:
+            quarter = tokens.shape[-1] // 4
+            y1, y2, x1, x2 = tokens.split(quarter, dim=-1)
+            rotated = torch.cat([-y2, y1, -x2, x1], dim=-1)
+        out = tokens * self.cos.to(tokens.dtype) + rotated * self.sin.to(tokens.dtype)
+        if self.num_unrotated:
+            out = torch.cat([prefix, out], dim=-2)
+        return out.to(original_dtype)
 
 
 class RotaryPositionEmbedding2D(nn.Module):

@@ -17,7 +17,8 @@ PIXEL_LIMIT = 255000
 
 @dataclass(frozen=True)
 class Pi3SizeRule:
-    """Network input size for a source image: ``rule(width, height) -> (net_width, net_height)``.
+    """Network input size for a source image: ``rule(width, height) -> (width, height, net_width, net_height)``
+    (the whole image is the crop: the pipeline's size-rule convention, ``pipeline.preprocess.SizeRule``).
 
     Attributes:
         pixel_limit: the most pixels a network image may have (255000 upstream).
@@ -33,8 +34,9 @@ class Pi3SizeRule:
         if self.pixel_limit < self.patch_size**2:
             raise ValueError(f"pixel_limit must be at least {self.patch_size**2}, got {self.pixel_limit}")
 
-    def __call__(self, width: int, height: int) -> tuple[int, int]:
-        """The (width, height) the network runs at for a ``width`` x ``height`` source image."""
+    def __call__(self, width: int, height: int) -> tuple[int, int, int, int]:
+        """``(width, height, net_width, net_height)``: the whole source image, resized to the size the network
+        runs at."""
         if width <= 0 or height <= 0:
             raise ValueError(f"image size must be positive, got {width}x{height}")
         patch = self.patch_size
@@ -46,4 +48,4 @@ class Pi3SizeRule:
                 cols -= 1
             else:
                 rows -= 1
-        return patch * max(1, cols), patch * max(1, rows)
+        return width, height, patch * max(1, cols), patch * max(1, rows)
