@@ -91,6 +91,16 @@ def ros2(env: dict[str, str], *args: str, timeout: float = 60.0) -> subprocess.C
     )
 
 
+def param(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
+    """``ros2 param ARGS`` without the daemon, waiting up to 15 s for the node to be discovered."""
+    return ros2(env, "param", *args, "--no-daemon", "--timeout", "15")
+
+
+def lifecycle(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
+    """``ros2 lifecycle ARGS`` without the daemon, discovering nodes for 2 s (0.5 s can miss one)."""
+    return ros2(env, "lifecycle", *args, "--no-daemon", "--spin-time", "2")
+
+
 class Launched:
     """A ``ros2 launch`` process in its own session, its output in a file; stopped with SIGINT."""
 
@@ -141,7 +151,7 @@ def wait_for_lifecycle_state(env: dict[str, str], launched: Launched, state: str
     deadline = time.monotonic() + timeout
     answer = ""
     while time.monotonic() < deadline and launched.process.poll() is None:
-        result = ros2(env, "lifecycle", "get", NODE, "--no-daemon", timeout=30)
+        result = lifecycle(env, "get", NODE)
         answer = result.stdout.strip()
         if answer.startswith(f"{state} ["):
             return answer
@@ -196,7 +206,7 @@ def test_launch_and_drive_the_node_with_the_ros2_cli(
     wait_for_lifecycle_state(env, launched, "active", timeout=120)
     assert "rviz2 is not installed" in launched.log() and "starting the node without RViz" in launched.log()
 
-    describe = ros2(env, "param", "describe", NODE, "conf_percentile", "model_long_side", "--no-daemon")
+    describe = param(env, "describe", NODE, "conf_percentile", "model_long_side")
     assert describe.returncode == 0, describe.stderr
     text = describe.stdout
     assert "Min value: 0.0" in text and "Max value: 100.0" in text, text
@@ -204,29 +214,32 @@ def test_launch_and_drive_the_node_with_the_ros2_cli(
     assert "Additional constraints: in [0, 100]; tunable while active" in text, text
 
     # Defect 1: a parameter rclpy declared itself must not kill the node.
-    result = ros2(env, "param", "set", NODE, "use_sim_time", "true", "--no-daemon")
+    result = param(env, "set", NODE, "use_sim_time", "true")
     assert "Set parameter successful" in result.stdout, result.stdout + result.stderr
-    assert ros2(env, "param", "get", NODE, "use_sim_time", "--no-daemon").stdout.strip().endswith("True")
-    result = ros2(env, "param", "set", NODE, "use_sim_time", "false", "--no-daemon")
+    assert param(env, "get", NODE, "use_sim_time").stdout.strip().endswith("True")
+    result = param(env, "set", NODE, "use_sim_time", "false")
     assert "Set parameter successful" in result.stdout, result.stdout + result.stderr
 
-    result = ros2(env, "param", "set", NODE, "conf_percentile", "12.5", "--no-daemon")
+    result = param(env, "set", NODE, "conf_percentile", "12.5")
     assert "Set parameter successful" in result.stdout, result.stderr
-    result = ros2(env, "param", "set", NODE, "conf_percentile", "150.0", "--no-daemon")
+    result = param(env, "set", NODE, "conf_percentile", "150.0")
     assert "Setting parameter failed" in result.stderr, result.stdout
-    result = ros2(env, "param", "set", NODE, "window_size", "6", "--no-daemon")
+    result = param(env, "set", NODE, "window_size", "6")
     assert "Setting parameter failed" in result.stderr and "fixed after configure" in result.stderr
-    result = ros2(env, "param", "delete", NODE, "conf_percentile", "--no-daemon")
+    result = param(env, "delete", NODE, "conf_percentile")
     assert "cannot be deleted" in result.stdout + result.stderr, result.stdout + result.stderr
 
-    dump = ros2(env, "param", "dump", NODE, "--no-daemon")
+    dump = param(env, "dump", NODE)
     assert dump.returncode == 0, dump.stderr
     dumped = yaml.safe_load(dump.stdout)
     assert dumped[NODE]["ros__parameters"]["conf_percentile"] == 12.5
     dump_file = tmp_path / "dump.yaml"
     dump_file.write_text(dump.stdout)
-    load = ros2(env, "param", "load", NODE, str(dump_file), "--no-daemon")
-    assert load.returncode == 0 and "failed" not in (load.stdout + load.stderr), load.stdout + load.stderr
+    load = param(env, "load", NODE, str(dump_file))
+    failed = [line for line in (load.stdout + load.stderr).splitlines() if "failed" in line]
+    # rclpy itself refuses its read-only start_type_description_service on every Jazzy node.
+    assert all("start_type_description_service" in line for line in failed), failed
+    assert load.returncode == 0, load.stdout + load.stderr
     assert "Set parameter use_sim_time successful" in load.stdout, load.stdout
 
     reset = ros2(env, "service", "call", f"{NODE}/reset", "std_srvs/srv/Trigger")
@@ -268,15 +281,15 @@ def test_launch_and_drive_the_node_with_the_ros2_cli(
 
     # Defect 2: the documented procedure for a fixed parameter, with ros2 lifecycle.
     for transition in ("deactivate", "cleanup"):
-        result = ros2(env, "lifecycle", "set", NODE, transition, "--no-daemon")
+        result = lifecycle(env, "set", NODE, transition)
         assert "Transitioning successful" in result.stdout, result.stdout + result.stderr
-    result = ros2(env, "param", "set", NODE, "window_size", "6", "--no-daemon")
+    result = param(env, "set", NODE, "window_size", "6")
     assert "Set parameter successful" in result.stdout, result.stdout + result.stderr
     for transition in ("configure", "activate"):
-        result = ros2(env, "lifecycle", "set", NODE, transition, "--no-daemon")
+        result = lifecycle(env, "set", NODE, transition)
         assert "Transitioning successful" in result.stdout, result.stdout + result.stderr
-    assert ros2(env, "lifecycle", "get", NODE, "--no-daemon").stdout.startswith("active [3]")
-    assert ros2(env, "param", "get", NODE, "window_size", "--no-daemon").stdout.strip().endswith("6")
+    assert lifecycle(env, "get", NODE).stdout.startswith("active [3]")
+    assert param(env, "get", NODE, "window_size").stdout.strip().endswith("6")
 
     log = launched.log()
     for line in ("deactivated:", "cleaned up:", "worker stopped"):
