@@ -618,7 +618,8 @@ def render_parameters_yaml() -> str:
         specs = [PARAMETERS_BY_NAME[name] for name in names] if names else list(_pipeline_parameters())
         lines += ["", f"    # ---- {title} ----"]
         for spec in specs:
-            text = spec.description + (" [tunable]" if spec.tunable else "")
+            allowed = f" Range: {spec.range.describe()}." if spec.range is not None else ""
+            text = spec.description + allowed + (" [tunable]" if spec.tunable else "")
             lines += ["    # " + line for line in textwrap.wrap(text, 104)]
             lines.append(f"    {spec.name}: {_yaml_value(spec.default)}")
     return "\n".join(lines) + "\n"

@@ -113,8 +113,8 @@ def test_config_file_lists_every_parameter_with_its_default(repo_root: Path):
     assert not difference, (
         f"{difference}: regenerate with python -m page4d_ros.ros.parameters > config/page4d.yaml"
     )
-    assert yaml.safe_load(parameters.render_parameters_yaml()) == yaml.safe_load(
-        (repo_root / "config" / "page4d.yaml").read_text()
+    assert parameters.render_parameters_yaml() == (repo_root / "config" / "page4d.yaml").read_text(), (
+        "regenerate with python -m page4d_ros.ros.parameters > config/page4d.yaml"
     )
     for name, value in values.items():
         default = parameters.PARAMETERS_BY_NAME[name].default
