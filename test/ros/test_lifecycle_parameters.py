@@ -239,7 +239,7 @@ def test_activation_waits_for_the_previous_worker(make_node, tiny_checkpoint, ro
     from page4d_ros.pipeline.types import Frame
     from page4d_ros.ros import node as node_module
 
-    monkeypatch.setattr(node_module, "WORKER_JOIN_TIMEOUT_S", 0.3)
+    monkeypatch.setattr(node_module, "WORKER_JOIN_TIMEOUT_S", 0.3, raising=False)
     node = make_node(ros_helpers.fast_node_parameters(tiny_checkpoint)).node
     node.trigger_configure()
     node.trigger_activate()
