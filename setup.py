@@ -31,6 +31,7 @@ setup(
             "catkin_pkg",
             "colcon-core",
             "colcon-ros",
+            "colcon-bash",
             "rosbags>=0.10",
             "tqdm",
             "matplotlib",

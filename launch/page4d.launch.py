@@ -6,15 +6,21 @@ Example::
         camera_info_topic:=/camera/color/camera_info checkpoint_path:=/models/page4d.safetensors \\
         use_rviz:=true
 
-Arguments left empty keep the value of ``params_file`` (default: the package's config/page4d.yaml).
+Arguments left empty keep the value of ``params_file`` (default: the package's config/page4d.yaml). A
+``params_file`` that does not exist stops the launch with an error; ``use_rviz:=true`` without rviz2 installed
+warns and starts the node alone.
 """
 
 import os
 
 import yaml
-from ament_index_python.packages import get_package_share_directory
+from ament_index_python.packages import (
+    PackageNotFoundError,
+    get_package_prefix,
+    get_package_share_directory,
+)
 from launch.actions import DeclareLaunchArgument, OpaqueFunction, SetEnvironmentVariable
-from launch.conditions import IfCondition
+from launch.logging import get_logger
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import LifecycleNode, Node
 
@@ -63,6 +69,11 @@ def _launch_nodes(context, *args, **kwargs):
     share = get_package_share_directory("page4d_ros")
     default_params = os.path.join(share, "config", "page4d.yaml")
     params_file = LaunchConfiguration("params_file").perform(context) or default_params
+    if not os.path.isfile(params_file):
+        raise RuntimeError(
+            f"params_file '{params_file}' is not a file; give an existing parameters YAML "
+            f"(e.g. a copy of {default_params}) or leave params_file empty for that default"
+        )
     overrides = {"use_sim_time": yaml.safe_load(LaunchConfiguration("use_sim_time").perform(context))}
     for name in NODE_PARAMETER_ARGUMENTS:
         value = LaunchConfiguration(name).perform(context)
@@ -83,12 +94,21 @@ def _launch_nodes(context, *args, **kwargs):
         arguments=["--ros-args", "--log-level", LaunchConfiguration("log_level")],
         output="screen",
     )
+    if not yaml.safe_load(LaunchConfiguration("use_rviz").perform(context)):
+        return [node]
+    try:
+        get_package_prefix("rviz2")
+    except PackageNotFoundError:
+        get_logger("page4d.launch").warning(
+            "use_rviz:=true but rviz2 is not installed (e.g. apt install ros-$ROS_DISTRO-rviz2): "
+            "starting the node without RViz"
+        )
+        return [node]
     rviz = Node(
         package="rviz2",
         executable="rviz2",
         arguments=["-d", os.path.join(share, "config", "page4d.rviz")],
         parameters=[{"use_sim_time": overrides["use_sim_time"]}],
-        condition=IfCondition(LaunchConfiguration("use_rviz")),
         output="log",
     )
     return [node, rviz]

@@ -53,9 +53,12 @@ _KNOWN_REPO_TYPES = {"zhouk777/PAGE4D": "dataset"}
 
 
 def resolve_config(config: str | Mapping[str, Any]) -> dict[str, Any]:
-    """Resolve a preset name or config dict of any family (π³ when it names ``pi3``, else VGGT / PAGE-4D)."""
+    """Resolve a preset name or config dict of any family (π³ or VGGT-Omega when it names one, else VGGT /
+    PAGE-4D)."""
     if pi3.is_pi3_config(config):
         return pi3.resolve_config(config)
+    if vggt_omega.is_vggt_omega_config(config):
+        return vggt_omega.resolve_config(config)
     return resolve_vggt_config(config)
 
 
@@ -103,13 +106,6 @@ class CheckpointReport:
     sha256: str | None = None
     notes: list[str] = field(default_factory=list)
     inference: dict[str, Any] = field(default_factory=dict)
-
-
-def resolve_config(config: str | Mapping[str, Any]) -> dict[str, Any]:
-    """Resolve a config of any network family (VGGT / PAGE-4D unless it names VGGT-Omega)."""
-    if vggt_omega.is_vggt_omega_config(config):
-        return vggt_omega.resolve_config(config)
-    return resolve_vggt_config(config)
 
 
 def _list_keys(keys: list[str]) -> str:

@@ -15,6 +15,29 @@ import numpy as np
 OK, WARN, ERROR, STALE = 0, 1, 2, 3
 """diagnostic_msgs/DiagnosticStatus levels."""
 
+INPUT_STATUS = "page4d: input"
+PROBLEM_STATUS: dict[str, str] = {
+    "configure": "page4d: node",
+    "pipeline_error": "page4d: inference",
+    "publish_error": "page4d: inference",
+    "reset": "page4d: tracking",
+    "tf_conflict": "page4d: tf",
+}
+"""The status reporting each problem kind that is not a rejected input; every other kind goes to
+``page4d: input`` (and counts in its ``rejected_inputs``)."""
+ERROR_KINDS = frozenset({"callback_error", "configure", "pipeline_error", "publish_error", "tf_conflict"})
+"""Problem kinds reported at ERROR; the others at WARN."""
+
+
+def status_of(kind: str) -> str:
+    """Name of the diagnostic status that reports problems of ``kind``."""
+    return PROBLEM_STATUS.get(kind, INPUT_STATUS)
+
+
+def level_of(kind: str) -> int:
+    """Diagnostic level of a new problem of ``kind``."""
+    return ERROR if kind in ERROR_KINDS else WARN
+
 
 @dataclass
 class StatusRecord:
@@ -100,6 +123,8 @@ class ProblemLog:
         self._lock = threading.Lock()
         self.counts: dict[str, int] = {}
         self._reported: dict[str, int] = {}
+        self._last: dict[str, tuple[int, str]] = {}
+        self._sequence = 0
         self.last_message = ""
 
     def report(self, kind: str, message: str) -> None:
@@ -107,6 +132,14 @@ class ProblemLog:
         with self._lock:
             self.counts[kind] = self.counts.get(kind, 0) + 1
             self.last_message = f"{kind}: {message}"
+            self._sequence += 1
+            self._last[kind] = (self._sequence, self.last_message)
+
+    def last_message_where(self, status: str) -> str:
+        """The newest problem message of the kinds that ``status`` reports (see :func:`status_of`)."""
+        with self._lock:
+            entries = [entry for kind, entry in self._last.items() if status_of(kind) == status]
+        return max(entries)[1] if entries else ""
 
     def new_since_last_call(self) -> dict[str, int]:
         """Per-kind counts added since the previous call (used to raise a WARN for one diagnostics period)."""

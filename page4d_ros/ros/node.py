@@ -13,6 +13,7 @@ one worker thread runs the pipeline and publishes each frame's results with the 
 from __future__ import annotations
 
 import os
+import signal
 import threading
 import time
 from collections import deque
@@ -26,7 +27,13 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import PoseWithCovarianceStamped
 from nav_msgs.msg import Odometry
 from nav_msgs.msg import Path as PathMsg
-from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
+from rcl_interfaces.msg import (
+    FloatingPointRange,
+    IntegerRange,
+    ParameterDescriptor,
+    SetParametersResult,
+)
+from rclpy.exceptions import InvalidParameterValueException
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import (
@@ -57,6 +64,8 @@ _MESSAGE_CLASSES = {
     "geometry_msgs/msg/PoseWithCovarianceStamped": PoseWithCovarianceStamped,
     "nav_msgs/msg/Path": PathMsg,
 }
+WORKER_JOIN_TIMEOUT_S = 30.0
+"""How long deactivate waits for the worker to finish its window (activation is refused while it runs)."""
 TRAJECTORY_MAX_POSES = 100_000
 """Poses kept for the TUM file of ``~/save`` (about 25 MB at most)."""
 
@@ -104,6 +113,27 @@ TF_STATIC_QOS = QoSProfile(
 )
 
 
+def parameter_descriptor(spec: parameters.ParameterSpec) -> ParameterDescriptor:
+    """The ROS descriptor of a parameter: description, constraints in words and its numeric range.
+
+    Typing stays dynamic so that ``1`` for a float parameter (YAML, ``ros2 param set``) is accepted; the
+    range then applies to values of the declared type and :func:`parameters.check_value` checks all.
+    """
+    descriptor = ParameterDescriptor(
+        description=spec.description, additional_constraints=spec.constraints(), dynamic_typing=True
+    )
+    bounds = spec.range
+    if bounds is not None and isinstance(spec.default, float):
+        descriptor.floating_point_range = [
+            FloatingPointRange(from_value=float(bounds.low), to_value=float(bounds.high), step=0.0)
+        ]
+    elif bounds is not None and isinstance(spec.default, int) and not isinstance(spec.default, bool):
+        descriptor.integer_range = [
+            IntegerRange(from_value=int(bounds.low), to_value=int(bounds.high), step=int(bounds.step))
+        ]
+    return descriptor
+
+
 def _stamp_ns(header: Any) -> int:
     return conversions.sec_nanosec_to_stamp(header.stamp.sec, header.stamp.nanosec)
 
@@ -114,14 +144,17 @@ class Page4dNode(LifecycleNode):
     def __init__(self, node_name: str = parameters.NODE_NAME, **kwargs: Any) -> None:
         kwargs.setdefault("namespace", parameters.DEFAULT_NAMESPACE)
         super().__init__(node_name, **kwargs)
+        self._override_errors: dict[str, str] = {}
         for spec in parameters.PARAMETERS:
-            descriptor = ParameterDescriptor(
-                description=spec.description
-                + ("" if spec.tunable else " Fixed after configure.")
-                + (f" One of: {', '.join(spec.choices)}." if spec.choices else ""),
-                dynamic_typing=True,
-            )
-            self.declare_parameter(spec.name, spec.default, descriptor)
+            try:
+                self.declare_parameter(spec.name, spec.default, parameter_descriptor(spec))
+            except InvalidParameterValueException as error:
+                # An out-of-range value from a params file or -p: keep the default, refuse configure.
+                self._override_errors[spec.name] = str(error)
+                self.get_logger().error(f"parameter '{spec.name}': {error}; configure refuses to run")
+                self.declare_parameter(
+                    spec.name, spec.default, parameter_descriptor(spec), ignore_override=True
+                )
         self._factory = RclpyMessageFactory()
         self._settings: dict[str, Any] | None = None
         self._configured = False
@@ -143,6 +176,7 @@ class Page4dNode(LifecycleNode):
         self._pipeline_actions: deque[tuple[str, Callable[[], None]]] = deque()
         self._worker: threading.Thread | None = None
         self._stop_worker = threading.Event()
+        self._stopping_worker: threading.Thread | None = None
         self._static_frames: set[str] = set()
         self._map = MapAccumulator(2_000_000, 0.05)
         self._trajectory: deque[tuple[int, np.ndarray]] = deque(maxlen=TRAJECTORY_MAX_POSES)
@@ -188,6 +222,12 @@ class Page4dNode(LifecycleNode):
 
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Validate parameters, load and warm up the model, create publishers (FAILURE with a message)."""
+        if self._override_errors:
+            return self._fail(
+                "configure failed: parameters given at start-up are out of range (the defaults were kept): "
+                + "; ".join(self._override_errors.values())
+                + "; set valid values (ros2 param set) and configure again"
+            )
         try:
             settings = parameters.validate_parameters(self._current_parameters())
         except ValueError as error:
@@ -222,9 +262,17 @@ class Page4dNode(LifecycleNode):
         return TransitionCallbackReturn.SUCCESS
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
-        """Subscribe to the inputs and /tf, start the worker thread."""
+        """Subscribe to the inputs and /tf, start the worker thread (FAILURE while the old one still runs)."""
         settings = self._settings
         assert settings is not None
+        stopping = self._stopping_worker
+        if stopping is not None and stopping.is_alive():
+            self.get_logger().error(
+                "activate refused: the previous worker is still finishing a window; try again when "
+                "it has exited"
+            )
+            return TransitionCallbackReturn.FAILURE
+        self._stopping_worker = None
         input_qos = qos_profile(settings["input_qos"], settings["input_queue_depth"])
         if settings["image_transport"] == "compressed":
             image_sub = self.create_subscription(
@@ -258,8 +306,11 @@ class Page4dNode(LifecycleNode):
                 )
             )
         self._start_tf2_listener()
-        self._stop_worker.clear()
-        self._worker = threading.Thread(target=self._worker_loop, name="page4d-worker", daemon=True)
+        # Each worker has its own stop event: one that outlives its deactivation stops all the same.
+        self._stop_worker = threading.Event()
+        self._worker = threading.Thread(
+            target=self._worker_loop, args=(self._stop_worker,), name="page4d-worker", daemon=True
+        )
         self._worker.start()
         self._active = True
         self._lifecycle_state = "active"
@@ -270,12 +321,14 @@ class Page4dNode(LifecycleNode):
         """Unsubscribe, stop the worker and drop queued frames."""
         self._stop_inputs_and_worker()
         self._lifecycle_state = "inactive"
+        self.get_logger().info("deactivated: inputs unsubscribed, worker stopped")
         return super().on_deactivate(state)
 
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Release publishers, the pipeline and the model (GPU memory included)."""
         self._release()
         self._lifecycle_state = "unconfigured"
+        self.get_logger().info("cleaned up: model and publishers released; every parameter may be set")
         return TransitionCallbackReturn.SUCCESS
 
     def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -283,6 +336,7 @@ class Page4dNode(LifecycleNode):
         self._stop_inputs_and_worker()
         self._release()
         self._lifecycle_state = "finalized"
+        self.get_logger().info("shut down: finalized")
         return TransitionCallbackReturn.SUCCESS
 
     def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -326,11 +380,27 @@ class Page4dNode(LifecycleNode):
         self._tf2_listener = None
         self._tf2_buffer = None
         self._stop_worker.set()
-        if self._worker is not None and self._worker is not threading.current_thread():
-            self._worker.join(timeout=30.0)
-        self._worker = None
+        worker, self._worker = self._worker, None
+        if worker is not None and worker is not threading.current_thread():
+            started = time.monotonic()
+            worker.join(timeout=WORKER_JOIN_TIMEOUT_S)
+            waited = time.monotonic() - started
+            if worker.is_alive():
+                self._stopping_worker = worker
+                self._logger_for_shutdown().warn(
+                    f"worker still running a window after {waited:.1f} s; it stops after that window "
+                    "and activation is refused until then"
+                )
+            else:
+                self._logger_for_shutdown().info(f"worker stopped ({waited:.2f} s)")
         self._run_pipeline_actions()
         self._queue.clear()
+
+    def _logger_for_shutdown(self) -> Any:
+        """The node's logger; once Ctrl-C shut the context down, a console-only one (/rosout is gone)."""
+        if self.context.ok():
+            return self.get_logger()
+        return rclpy.logging.get_logger(f"{self.get_name()}.shutdown")
 
     def _release(self) -> None:
         for publisher in [*self._output_publishers.values(), self._tf_publisher, self._tf_static_publisher]:
@@ -343,6 +413,7 @@ class Page4dNode(LifecycleNode):
                 self._bundle.release()
             self._bundle = None
         self._builder = None
+        self._settings = None
         self._configured = False
         self._static_frames.clear()
         self._map.clear()
@@ -540,8 +611,8 @@ class Page4dNode(LifecycleNode):
                 self.get_logger().error(conflict.describe())
 
     # ------------------------------------------------------------------------------------------------ worker
-    def _worker_loop(self) -> None:
-        while not self._stop_worker.is_set():
+    def _worker_loop(self, stop: threading.Event) -> None:
+        while not stop.is_set():
             frame = self._queue.get(timeout=0.1)
             self._run_pipeline_actions()
             if frame is None:
@@ -559,11 +630,19 @@ class Page4dNode(LifecycleNode):
             if results:
                 self._window_ms.add((time.perf_counter() - started) * 1e3)
             for result in results:
+                if self._worker_must_stop(stop):
+                    return
                 try:
                     self._publish_result(result)
                 except Exception as error:  # one bad result must not stop the stream; it is reported
+                    if self._worker_must_stop(stop):
+                        return  # Ctrl-C shut the context down during this publish: not a failure
                     self._problems.report("publish_error", f"{type(error).__name__}: {error}")
                     self.get_logger().error(f"publishing failed: {type(error).__name__}: {error}")
+
+    def _worker_must_stop(self, stop: threading.Event) -> bool:
+        """True once this worker was told to stop or the ROS context is shut down (e.g. by Ctrl-C)."""
+        return stop.is_set() or not self.context.ok()
 
     def _process(self, frame: Frame) -> list[Any]:
         """Feed auxiliary inputs and one frame to the pipeline (called with the pipeline lock held)."""
@@ -679,20 +758,51 @@ class Page4dNode(LifecycleNode):
 
     # -------------------------------------------------------------------------------------------- parameters
     def _on_set_parameters(self, changes: list[rclpy.parameter.Parameter]) -> SetParametersResult:
-        if self._settings is None:
-            return SetParametersResult(successful=True)
-        update = {change.name: change.value for change in changes}
-        fixed = sorted(name for name in update if not parameters.PARAMETERS_BY_NAME[name].tunable)
-        if fixed:
-            return SetParametersResult(
-                successful=False,
-                reason=f"{fixed} are fixed after configure; deactivate, cleanup and configure again "
-                "to change them",
+        """Accept or refuse a parameter change; it never raises (an exception here would end ``spin``)."""
+        try:
+            reason = self._apply_parameter_changes(changes)
+        except Exception as error:  # reported and refused; the node keeps running
+            self._report_callback_error("parameter change", error)
+            reason = f"{type(error).__name__}: {error}"
+        return SetParametersResult(successful=reason is None, reason=reason or "")
+
+    def _apply_parameter_changes(self, changes: list[rclpy.parameter.Parameter]) -> str | None:
+        """Check ``changes`` and apply the tunable ones to the running node; the refusal reason, or None.
+
+        Parameters rclpy declares itself (``use_sim_time``, QoS overrides, ...) are left to rclpy. A fixed
+        parameter set to its configured value is no change (so ``ros2 param load`` of a dump succeeds).
+        """
+        own = [change for change in changes if change.name in parameters.PARAMETERS_BY_NAME]
+        deleted = sorted(c.name for c in own if c.type_ == rclpy.parameter.Parameter.Type.NOT_SET)
+        if deleted:
+            return (
+                f"{deleted} cannot be deleted: the node declares them; set a value instead "
+                "(their defaults are in config/page4d.yaml)"
             )
+        try:
+            update = {change.name: parameters.check_value(change.name, change.value) for change in own}
+        except ValueError as error:
+            return str(error)
+        if self._settings is None:
+            # Checks across parameters (window_stride <= window_size, ...) run in configure.
+            for name in update:
+                self._override_errors.pop(name, None)
+            return None
+        fixed = sorted(
+            name
+            for name, value in update.items()
+            if not parameters.PARAMETERS_BY_NAME[name].tunable and value != self._settings[name]
+        )
+        if fixed:
+            return (
+                f"{fixed} are fixed after configure; deactivate and cleanup the node, set them, "
+                "then configure again"
+            )
+        update = {k: v for k, v in update.items() if parameters.PARAMETERS_BY_NAME[k].tunable}
         try:
             merged = parameters.validate_parameters({**self._settings, **update})
         except ValueError as error:
-            return SetParametersResult(successful=False, reason=str(error))
+            return str(error)
         pipeline_changes = {k: merged[k] for k in update if k in parameters.PIPELINE_PARAMETER_NAMES}
         bundle = self._bundle
         if pipeline_changes and bundle is not None:
@@ -706,7 +816,7 @@ class Page4dNode(LifecycleNode):
             self._builder.update_settings(node_changes)
         if "map_max_points" in update or "map_voxel_size" in update:
             self._map.max_points, self._map.voxel_size = merged["map_max_points"], merged["map_voxel_size"]
-        return SetParametersResult(successful=True)
+        return None
 
     # ------------------------------------------------------------------------------------------- diagnostics
     def diagnostic_records(self) -> list[diagnostics.StatusRecord]:
@@ -735,20 +845,16 @@ class Page4dNode(LifecycleNode):
                 "encoding": self._last_input.get("encoding", ""),
                 "resolution": self._last_input.get("resolution", ""),
                 "frame_id": self._last_input.get("frame_id", ""),
-                "rejected_inputs": str(self._problems.total()),
-                "last_problem": self._problems.last_message,
+                "rejected_inputs": str(
+                    sum(
+                        count
+                        for kind, count in self._problems.snapshot().items()
+                        if diagnostics.status_of(kind) == diagnostics.INPUT_STATUS
+                    )
+                ),
+                "last_problem": self._problems.last_message_where(diagnostics.INPUT_STATUS),
             }
         )
-        for kind, count in sorted(self._problems.snapshot().items()):
-            input_status.values[f"count_{kind}"] = str(count)
-        for kind, count in sorted(fresh_problems.items()):
-            level = (
-                diagnostics.ERROR
-                if kind in ("tf_conflict", "pipeline_error", "configure", "callback_error")
-                else diagnostics.WARN
-            )
-            target = input_status
-            target.escalate(level, f"{count} x {kind}")
         if self._active and self._last_input and not self._camera_infos.has_any():
             input_status.escalate(
                 diagnostics.WARN, "no camera_info received: using the model's predicted intrinsics"
@@ -793,7 +899,10 @@ class Page4dNode(LifecycleNode):
             )
         records.append(latency)
 
-        scale = diagnostics.StatusRecord("page4d: scale", values={"scale_source": settings["scale_source"]})
+        scale = diagnostics.StatusRecord(
+            "page4d: scale",
+            values={"scale_source": settings["scale_source"], "scale": "nan", "scale_state": "no_output"},
+        )
         result = self._last_result
         if result is not None:
             scale.values.update({"scale": f"{result.scale:.6g}", "scale_state": result.scale_state})
@@ -807,7 +916,16 @@ class Page4dNode(LifecycleNode):
                 scale.escalate(diagnostics.WARN, f"scale not metric ({result.scale_state})")
         records.append(scale)
 
-        tracking = diagnostics.StatusRecord("page4d: tracking", values={"resets": str(self._resets)})
+        tracking = diagnostics.StatusRecord(
+            "page4d: tracking",
+            values={
+                "resets": str(self._resets),
+                "segment_index": "",
+                "alignment": "",
+                "alignment_residual": "nan",
+                "intrinsics_source": "",
+            },
+        )
         if result is not None:
             tracking.values.update(
                 {
@@ -822,7 +940,10 @@ class Page4dNode(LifecycleNode):
             self._reset_since_report = False
         records.append(tracking)
 
-        tf_status = diagnostics.StatusRecord("page4d: tf", values={"tf_mode": settings["tf_mode"]})
+        tf_status = diagnostics.StatusRecord(
+            "page4d: tf",
+            values={"tf_mode": settings["tf_mode"], "last_tf_stamp_ns": "0", "conflict": "false", "note": ""},
+        )
         builder = self._builder
         if builder is not None:
             tf_status.values["last_tf_stamp_ns"] = str(builder.last_tf_stamp_ns or 0)
@@ -831,7 +952,16 @@ class Page4dNode(LifecycleNode):
             for conflict in builder.conflicts.conflicts.values():
                 tf_status.escalate(diagnostics.ERROR, conflict.describe())
         records.append(tf_status)
+        self._route_problems(records, fresh_problems)
         return records
+
+    def _route_problems(self, records: list[diagnostics.StatusRecord], fresh: dict[str, int]) -> None:
+        """Add each problem kind's ``count_<kind>`` to its own status and raise it for new problems."""
+        by_name = {record.name: record for record in records}
+        for kind, count in sorted(self._problems.snapshot().items()):
+            by_name[diagnostics.status_of(kind)].values[f"count_{kind}"] = str(count)
+        for kind, count in sorted(fresh.items()):
+            by_name[diagnostics.status_of(kind)].escalate(diagnostics.level_of(kind), f"{count} x {kind}")
 
     def _display_settings(self) -> dict[str, Any]:
         """Settings for diagnostics before configure: the current parameters, or the defaults if invalid."""
@@ -872,6 +1002,8 @@ def main(args: list[str] | None = None) -> None:
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
+        # A second Ctrl-C while the worker finishes its window must not break the cleanup with a traceback.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         node.shutdown_worker()
         executor.shutdown()
         node.destroy_node()

@@ -8,6 +8,7 @@ No rclpy import happens here.
 
 from __future__ import annotations
 
+import array
 import dataclasses
 import math
 import textwrap
@@ -18,14 +19,54 @@ from typing import Any
 
 import yaml
 
-from page4d_ros.pipeline.config import PipelineConfig
+from page4d_ros.pipeline.config import MASK_FUSIONS, PATCH_SIZE, RESIZE_MODES, SCALE_SOURCES, PipelineConfig
 
 NODE_NAME = "page4d"
 DEFAULT_NAMESPACE = "page4d"
 QOS_CHOICES = ("sensor_data", "reliable", "best_effort", "system_default")
 TF_MODES = ("odom", "map", "none")
+FRAME_PARAMETERS = ("odom_frame", "map_frame", "base_frame", "camera_optical_frame")
+TEXT_CONSTRAINTS: dict[str, str] = {
+    "device": "auto, cpu, cuda or cuda:N",
+    **{name: "a frame id without a leading '/'" for name in FRAME_PARAMETERS},
+    "base_to_optical_xyz": "3 finite numbers",
+    "base_to_optical_rpy": "3 finite numbers",
+}
+"""Constraints of parameters that a range or a list of choices cannot express (checked by check_value)."""
 OPTICAL_RPY = (-math.pi / 2, 0.0, -math.pi / 2)
 """Roll, pitch, yaw of a camera optical frame in its body frame (REP-103: z forward, x right, y down)."""
+
+
+@dataclass(frozen=True)
+class Range:
+    """Allowed numeric interval of a parameter: ``low``..``high`` (``low`` excluded when ``low_open``).
+
+    ``step`` > 0 restricts integers to ``low + k * step``. The node publishes the range in the parameter
+    descriptor (``ros2 param describe``, rqt) and :func:`validate_parameters` enforces it.
+    """
+
+    low: float
+    high: float = math.inf
+    low_open: bool = False
+    step: int = 0
+
+    def contains(self, value: float) -> bool:
+        """True when ``value`` lies in the range (and on its step grid)."""
+        if value < self.low or value > self.high or (self.low_open and value == self.low):
+            return False
+        return not self.step or (value - self.low) % self.step == 0
+
+    def describe(self) -> str:
+        """The range in words, e.g. ``> 0``, ``>= 1``, ``in [0, 100]``, ``in [0, 4088], a multiple of 14``."""
+
+        def number(value: float) -> str:
+            return str(int(value)) if float(value).is_integer() else repr(value)
+
+        if math.isinf(self.high):
+            text = f"{'>' if self.low_open else '>='} {number(self.low)}"
+        else:
+            text = f"in {'(' if self.low_open else '['}{number(self.low)}, {number(self.high)}]"
+        return text + (f", a multiple of {self.step}" if self.step else "")
 
 
 @dataclass(frozen=True)
@@ -37,6 +78,19 @@ class ParameterSpec:
     description: str
     tunable: bool = False
     choices: tuple[str, ...] = ()
+    range: Range | None = None
+
+    def constraints(self) -> str:
+        """The constraints in words (range, choices, when it may change), for descriptors and the README."""
+        parts = []
+        if self.range is not None:
+            parts.append(self.range.describe())
+        if self.choices:
+            parts.append("one of: " + ", ".join(self.choices))
+        if self.name in TEXT_CONSTRAINTS:
+            parts.append(TEXT_CONSTRAINTS[self.name])
+        parts.append("tunable while active" if self.tunable else "fixed after configure")
+        return "; ".join(parts)
 
 
 _NODE_PARAMETERS: tuple[ParameterSpec, ...] = (
@@ -64,7 +118,12 @@ _NODE_PARAMETERS: tuple[ParameterSpec, ...] = (
         "auto (bf16 on sm80+, fp16 on older GPUs, fp32 on CPU), fp32, bf16 or fp16.",
         choices=("auto", "fp32", "bf16", "fp16"),
     ),
-    ParameterSpec("warmup_iters", 1, "Dummy windows run in configure so the first real window is not slow."),
+    ParameterSpec(
+        "warmup_iters",
+        1,
+        "Dummy windows run in configure so the first real window is not slow.",
+        range=Range(0, 100),
+    ),
     ParameterSpec(
         "image_transport",
         "raw",
@@ -80,7 +139,10 @@ _NODE_PARAMETERS: tuple[ParameterSpec, ...] = (
         choices=("latest", "synchronized"),
     ),
     ParameterSpec(
-        "camera_info_slop_s", 0.01, "Largest image/CameraInfo stamp difference in synchronized mode."
+        "camera_info_slop_s",
+        0.01,
+        "Largest image/CameraInfo stamp difference in synchronized mode.",
+        range=Range(0.0, low_open=True),
     ),
     ParameterSpec(
         "require_camera_info",
@@ -94,17 +156,28 @@ _NODE_PARAMETERS: tuple[ParameterSpec, ...] = (
         "QoS of image, camera_info and metric depth subscriptions.",
         choices=QOS_CHOICES,
     ),
-    ParameterSpec("input_queue_depth", 2, "History depth of the input subscriptions."),
-    ParameterSpec("frame_queue_size", 4, "Frames waiting for the worker; when full the oldest is dropped."),
+    ParameterSpec(
+        "input_queue_depth", 2, "History depth of the input subscriptions.", range=Range(1, 1000)
+    ),
+    ParameterSpec(
+        "frame_queue_size",
+        4,
+        "Frames waiting for the worker; when full the oldest is dropped.",
+        range=Range(1, 1000),
+    ),
     ParameterSpec(
         "output_qos",
         "reliable",
         "QoS of image, cloud and odometry outputs (reliable works with every subscriber).",
         choices=QOS_CHOICES,
     ),
-    ParameterSpec("output_queue_depth", 2, "History depth of the outputs."),
+    ParameterSpec("output_queue_depth", 2, "History depth of the outputs.", range=Range(1, 1000)),
     ParameterSpec(
-        "expected_input_rate_hz", 0.0, "Diagnostics WARN below this input rate (0 disables).", tunable=True
+        "expected_input_rate_hz",
+        0.0,
+        "Diagnostics WARN below this input rate (0 disables).",
+        tunable=True,
+        range=Range(0.0),
     ),
     ParameterSpec(
         "tf_mode",
@@ -143,6 +216,7 @@ _NODE_PARAMETERS: tuple[ParameterSpec, ...] = (
         "Future-dating of map -> odom in tf_mode map, and the largest stamp gap "
         "when matching the robot's odometry; also the latency WARN level.",
         tunable=True,
+        range=Range(0.0, low_open=True),
     ),
     ParameterSpec(
         "require_metric_for_tf",
@@ -151,10 +225,18 @@ _NODE_PARAMETERS: tuple[ParameterSpec, ...] = (
         tunable=True,
     ),
     ParameterSpec(
-        "pose_position_sigma_m", 0.05, "Position standard deviation in the pose covariances.", tunable=True
+        "pose_position_sigma_m",
+        0.05,
+        "Position standard deviation in the pose covariances.",
+        tunable=True,
+        range=Range(0.0),
     ),
     ParameterSpec(
-        "pose_rotation_sigma_rad", 0.02, "Rotation standard deviation in the pose covariances.", tunable=True
+        "pose_rotation_sigma_rad",
+        0.02,
+        "Rotation standard deviation in the pose covariances.",
+        tunable=True,
+        range=Range(0.0),
     ),
     ParameterSpec(
         "publish_depth", True, "Publish depth/image (32FC1, metres, NaN invalid) + camera_info.", True
@@ -174,21 +256,36 @@ _NODE_PARAMETERS: tuple[ParameterSpec, ...] = (
     ParameterSpec("publish_odometry", True, "Publish odometry (nav_msgs/Odometry odom -> base_frame).", True),
     ParameterSpec("publish_camera_pose", True, "Publish camera_pose (optical camera pose in odom).", True),
     ParameterSpec("publish_path", True, "Publish path (nav_msgs/Path, transient local).", True),
-    ParameterSpec("path_max_poses", 2000, "Newest poses kept in path.", tunable=True),
     ParameterSpec(
-        "map_max_points", 2_000_000, "Points kept for ~/save (voxel-thinned beyond).", tunable=True
+        "path_max_poses", 2000, "Newest poses kept in path.", tunable=True, range=Range(1, 1_000_000)
     ),
     ParameterSpec(
-        "map_voxel_size", 0.05, "Voxel edge used to thin the saved map (output units).", tunable=True
+        "map_max_points",
+        2_000_000,
+        "Points kept for ~/save (voxel-thinned beyond).",
+        tunable=True,
+        range=Range(1, 100_000_000),
+    ),
+    ParameterSpec(
+        "map_voxel_size",
+        0.05,
+        "Voxel edge used to thin the saved map (output units).",
+        tunable=True,
+        range=Range(0.0, low_open=True),
     ),
     ParameterSpec(
         "save_dir", "", "Folder for ~/save (PLY map + TUM trajectory); empty: $ROS_HOME/page4d.", True
     ),
-    ParameterSpec("diagnostics_period", 1.0, "Seconds between /diagnostics messages."),
+    ParameterSpec(
+        "diagnostics_period",
+        1.0,
+        "Seconds between /diagnostics messages.",
+        range=Range(0.0, low_open=True),
+    ),
 )
 
 _PIPELINE_DESCRIPTIONS: dict[str, str] = {
-    "window_size": "Frames per network window (fixed after configure).",
+    "window_size": "Frames per network window.",
     "window_stride": "New frames per window (overlap = window_size - window_stride).",
     "max_window_size": "Upper bound on window_size (GPU memory guard).",
     "model_long_side": (
@@ -232,6 +329,48 @@ _PIPELINE_DESCRIPTIONS: dict[str, str] = {
 }
 
 
+_PIPELINE_RANGES: dict[str, Range] = {
+    "window_size": Range(1, 1024),
+    "window_stride": Range(1, 1024),
+    "max_window_size": Range(1, 1024),
+    "model_long_side": Range(0, 4088, step=PATCH_SIZE),
+    "keyframe_min_interval_s": Range(0.0),
+    "keyframe_min_motion_px": Range(0.0),
+    "buffer_max_frames": Range(1, 100_000),
+    "max_gap_s": Range(0.0, low_open=True),
+    "conf_percentile": Range(0.0, 100.0),
+    "min_depth_m": Range(0.0),
+    "max_depth_m": Range(0.0, low_open=True),
+    "mask_threshold": Range(0.0, 1.0),
+    "mask_dilate_px": Range(0, 64),
+    "mask_check_stride": Range(1, 16),
+    "mask_rel_tolerance": Range(0.0, 1.0, low_open=True),
+    "mask_min_votes": Range(1, 1024),
+    "mask_vote_fraction": Range(0.0, 1.0),
+    "mask_compare_frames": Range(1, 32),
+    "mask_photometric_tolerance": Range(0.0, 1.0),
+    "mask_history_s": Range(0.0, 10.0),
+    "points_stride": Range(1, 64),
+    "scale_factor": Range(0.0, low_open=True),
+    "camera_height_m": Range(0.0),
+    "scale_ema_alpha": Range(0.0, 1.0, low_open=True),
+    "scale_min_baseline_m": Range(0.0, low_open=True),
+    "min_chain_baseline": Range(0.0),
+    "chain_huber_delta": Range(0.0, low_open=True),
+    "chain_max_points": Range(10, 10_000_000),
+    "odometry_max_dt_s": Range(0.0, low_open=True),
+    "metric_depth_max_dt_s": Range(0.0, low_open=True),
+    "history_max_poses": Range(1, 10_000_000),
+}
+"""Ranges of the pipeline parameters: those of ``PipelineConfig.validate`` (a test checks that they agree),
+with a finite upper bound for integers where it has none (ROS integer ranges need one). ``model_long_side``
+0 is the node's "size stored in the checkpoint"."""
+_PIPELINE_CHOICES: dict[str, tuple[str, ...]] = {
+    "resize_mode": RESIZE_MODES,
+    "mask_fusion": MASK_FUSIONS,
+    "scale_source": SCALE_SOURCES,
+}
+
 NATIVE_LONG_SIDE = PipelineConfig().model_long_side
 """Input long side of the released VGGT / PAGE-4D models (518 px)."""
 # Node defaults that differ from the PipelineConfig defaults: by default the node runs a model at the size
@@ -249,6 +388,8 @@ def _pipeline_parameters() -> tuple[ParameterSpec, ...]:
             _NODE_PIPELINE_DEFAULTS.get(field.name, getattr(defaults, field.name)),
             _PIPELINE_DESCRIPTIONS[field.name],
             tunable=field.name in tunable,
+            choices=_PIPELINE_CHOICES.get(field.name, ()),
+            range=_PIPELINE_RANGES.get(field.name),
         )
         for field in dataclasses.fields(PipelineConfig)
     )
@@ -283,7 +424,8 @@ def _check_type(spec: ParameterSpec, value: Any) -> Any:
             raise ValueError(f"parameter '{spec.name}' must be one of {list(spec.choices)}, got {value!r}")
         return value
     if isinstance(default, list):
-        if not isinstance(value, (list, tuple)) or len(value) != len(default):
+        # rclpy hands double arrays set through the parameter services over as array.array('d').
+        if not isinstance(value, (list, tuple, array.array)) or len(value) != len(default):
             raise ValueError(
                 f"parameter '{spec.name}' must be a list of {len(default)} numbers, got {value!r}"
             )
@@ -295,16 +437,25 @@ def _check_type(spec: ParameterSpec, value: Any) -> Any:
     raise TypeError(f"parameter '{spec.name}' has an unsupported default {default!r}")
 
 
-_LOWER_BOUNDS: tuple[tuple[str, int, tuple[str, ...]], ...] = (
-    (">", 0, ("camera_info_slop_s", "transform_tolerance", "diagnostics_period", "map_voxel_size")),
-    (
-        ">=",
-        1,
-        ("input_queue_depth", "frame_queue_size", "output_queue_depth", "path_max_poses", "map_max_points"),
-    ),
-    (">=", 0, ("warmup_iters", "expected_input_rate_hz", "pose_position_sigma_m", "pose_rotation_sigma_rad")),
-)
-"""Range checks of numeric node parameters: (relation, bound, parameter names)."""
+def check_value(name: str, value: Any) -> Any:
+    """Check one parameter alone (type, choices, range); return the coerced value or raise ``ValueError``.
+
+    Checks that involve other parameters (``window_stride`` <= ``window_size``, ...) are left to
+    :func:`validate_parameters`.
+    """
+    spec = PARAMETERS_BY_NAME.get(name)
+    if spec is None:
+        raise ValueError(f"unknown parameter '{name}'; see config/page4d.yaml for the declared ones")
+    checked = _check_type(spec, value)
+    if spec.range is not None and not spec.range.contains(checked):
+        raise ValueError(f"parameter '{name}' must be {spec.range.describe()}, got {checked}")
+    if name == "device" and not (
+        checked in ("auto", "cpu", "cuda") or (checked.startswith("cuda:") and checked[5:].isdigit())
+    ):
+        raise ValueError(f"parameter 'device' must be auto, cpu, cuda or cuda:N, got {checked!r}")
+    if name in FRAME_PARAMETERS and (not checked or checked.startswith("/")):
+        raise ValueError(f"parameter '{name}' must be a non-empty frame id without a leading '/'")
+    return checked
 
 
 def validate_parameters(values: Mapping[str, Any]) -> dict[str, Any]:
@@ -319,22 +470,9 @@ def validate_parameters(values: Mapping[str, Any]) -> dict[str, Any]:
     problems: list[str] = []
     for spec in PARAMETERS:
         try:
-            checked[spec.name] = _check_type(spec, values.get(spec.name, spec.default))
+            checked[spec.name] = check_value(spec.name, values.get(spec.name, spec.default))
         except ValueError as error:
             problems.append(str(error))
-    if problems:
-        raise ValueError("; ".join(problems))
-    for relation, bound, names in _LOWER_BOUNDS:
-        for name in names:
-            value = checked[name]
-            if (value <= bound) if relation == ">" else (value < bound):
-                problems.append(f"parameter '{name}' must be {relation} {bound}, got {value}")
-    device = checked["device"]
-    if not (device in ("auto", "cpu", "cuda") or (device.startswith("cuda:") and device[5:].isdigit())):
-        problems.append(f"parameter 'device' must be auto, cpu, cuda or cuda:N, got {device!r}")
-    for name in ("odom_frame", "map_frame", "base_frame", "camera_optical_frame"):
-        if not checked[name] or checked[name].startswith("/"):
-            problems.append(f"parameter '{name}' must be a non-empty frame id without a leading '/'")
     if problems:
         raise ValueError("; ".join(problems))
     try:
@@ -483,11 +621,41 @@ def render_parameters_yaml() -> str:
         specs = [PARAMETERS_BY_NAME[name] for name in names] if names else list(_pipeline_parameters())
         lines += ["", f"    # ---- {title} ----"]
         for spec in specs:
-            text = spec.description + (" [tunable]" if spec.tunable else "")
+            allowed = f" Range: {spec.range.describe()}." if spec.range is not None else ""
+            text = spec.description + allowed + (" [tunable]" if spec.tunable else "")
             lines += ["    # " + line for line in textwrap.wrap(text, 104)]
             lines.append(f"    {spec.name}: {_yaml_value(spec.default)}")
     return "\n".join(lines) + "\n"
 
 
+def _markdown_value(value: Any) -> str:
+    if isinstance(value, list):
+        return "[" + ", ".join(f"{v:.4g}" for v in value) + "]"
+    return f"`{_yaml_value(value)}`"
+
+
+def render_parameters_table() -> str:
+    """The README's parameter table: default, constraints (the descriptors' range and choices), tunability.
+
+    Run ``python -m page4d_ros.ros.parameters --table`` and paste it between the README's table markers.
+    """
+    lines = ["| parameter | default | allowed | changes |", "|---|---|---|---|"]
+    for spec in PARAMETERS:
+        allowed = []
+        if spec.range is not None:
+            allowed.append(spec.range.describe())
+        if spec.choices:
+            allowed.append(", ".join(f"`{choice}`" for choice in spec.choices))
+        if spec.name in TEXT_CONSTRAINTS:
+            allowed.append(TEXT_CONSTRAINTS[spec.name])
+        changes = "tunable" if spec.tunable else "fixed after configure"
+        lines.append(
+            f"| `{spec.name}` | {_markdown_value(spec.default)} | {'; '.join(allowed) or 'any'} | {changes} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 if __name__ == "__main__":
-    print(render_parameters_yaml(), end="")
+    import sys
+
+    print(render_parameters_table() if "--table" in sys.argv[1:] else render_parameters_yaml(), end="")

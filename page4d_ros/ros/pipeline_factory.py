@@ -153,10 +153,9 @@ def build_pipeline(settings: dict[str, Any], log: Callable[[str], None] = print)
         log(f"model_long_side 0: running the network at {config.model_long_side} px (the checkpoint's size)")
     predictor = ModelPredictor(model, device=device, dtype=dtype, inference=report.inference)
     rule = predictor.size_rule
-    if rule is not None and dataclasses.is_dataclass(rule) and hasattr(rule, "resolution"):
-        if settings["model_long_side"]:
-            # A family with a resolution-based rule (VGGT-Omega: 'balanced'): model_long_side sets it.
-            predictor.size_rule = dataclasses.replace(rule, resolution=settings["model_long_side"])
+    if dataclasses.is_dataclass(rule) and hasattr(rule, "resolution") and settings["model_long_side"]:
+        # A family with a resolution-based rule (VGGT-Omega: 'balanced'): model_long_side sets it.
+        predictor.size_rule = dataclasses.replace(rule, resolution=settings["model_long_side"])
     if predictor.size_rule is not None:
         log(f"{predictor.family}: input size by the family's rule {predictor.size_rule}")
     warm_up(predictor, config, settings["warmup_iters"])

@@ -17,7 +17,7 @@ PIXEL_LIMIT = 255000
 
 @dataclass(frozen=True)
 class Pi3SizeRule:
-    """Network input size for a source image: ``rule(width, height) -> (width, height, net_width, net_height)``
+    """Network input size for a source image: ``rule(width, height) -> (width, height, net_w, net_h)``
     (the whole image is the crop: the pipeline's size-rule convention, ``pipeline.preprocess.SizeRule``).
 
     Attributes:
