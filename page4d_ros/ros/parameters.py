@@ -144,8 +144,9 @@ _NODE_PARAMETERS: tuple[ParameterSpec, ...] = (
     ),
     ParameterSpec(
         "require_metric_for_tf",
-        True,
-        "Publish no TF/odometry while the scale is not metric (Nav2, nvblox and rtabmap assume metres).",
+        False,
+        "Withhold TF/odometry while the scale is not metric (opt-in; Nav2, nvblox and rtabmap assume "
+        "metres). false: publish them in model units with a WARN in page4d: scale.",
         tunable=True,
     ),
     ParameterSpec(
@@ -174,6 +175,13 @@ _NODE_PARAMETERS: tuple[ParameterSpec, ...] = (
     ParameterSpec("publish_path", True, "Publish path (nav_msgs/Path, transient local).", True),
     ParameterSpec("path_max_poses", 2000, "Newest poses kept in path.", tunable=True),
     ParameterSpec(
+        "map_accumulate",
+        False,
+        "Accumulate the static points of every frame for the ~/save map (costs worker time; off: ~/save "
+        "writes the trajectory and an empty map).",
+        tunable=True,
+    ),
+    ParameterSpec(
         "map_max_points", 2_000_000, "Points kept for ~/save (voxel-thinned beyond).", tunable=True
     ),
     ParameterSpec(
@@ -183,6 +191,13 @@ _NODE_PARAMETERS: tuple[ParameterSpec, ...] = (
         "save_dir", "", "Folder for ~/save (PLY map + TUM trajectory); empty: $ROS_HOME/page4d.", True
     ),
     ParameterSpec("diagnostics_period", 1.0, "Seconds between /diagnostics messages."),
+    ParameterSpec(
+        "idle_flush_s",
+        1.0,
+        "After this many seconds without a new frame, run the buffered frames as a window and publish "
+        "them (a paused stream's last frames); 0 disables.",
+        tunable=True,
+    ),
 )
 
 _PIPELINE_DESCRIPTIONS: dict[str, str] = {
@@ -300,6 +315,7 @@ _LOWER_BOUNDS: tuple[tuple[str, int, tuple[str, ...]], ...] = (
         ("input_queue_depth", "frame_queue_size", "output_queue_depth", "path_max_poses", "map_max_points"),
     ),
     (">=", 0, ("warmup_iters", "expected_input_rate_hz", "pose_position_sigma_m", "pose_rotation_sigma_rad")),
+    (">=", 0, ("idle_flush_s",)),
 )
 """Range checks of numeric node parameters: (relation, bound, parameter names)."""
 
@@ -403,6 +419,7 @@ NODE_PARAMETER_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "input_queue_depth",
             "frame_queue_size",
             "expected_input_rate_hz",
+            "idle_flush_s",
         ),
     ),
     (
@@ -441,7 +458,10 @@ NODE_PARAMETER_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "pose_rotation_sigma_rad",
         ),
     ),
-    ("Services and diagnostics", ("map_max_points", "map_voxel_size", "save_dir", "diagnostics_period")),
+    (
+        "Services and diagnostics",
+        ("map_accumulate", "map_max_points", "map_voxel_size", "save_dir", "diagnostics_period"),
+    ),
 )
 """How ``config/page4d.yaml`` groups the node's own parameters (pipeline ones follow, in field order)."""
 
