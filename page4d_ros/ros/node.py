@@ -268,7 +268,7 @@ class Page4dNode(LifecycleNode):
             )
         self._input_subscriptions = [
             image_sub,
-            self._camera_info_subscription(input_qos),
+            *self._camera_info_subscriptions(input_qos),
             self.create_subscription(TFMessage, "/tf", self._guarded("/tf", self._on_tf), TF_QOS),
             self.create_subscription(
                 TFMessage, "/tf_static", self._guarded("/tf_static", self._on_tf), TF_STATIC_QOS
@@ -445,6 +445,8 @@ class Page4dNode(LifecycleNode):
         if buffer is None or settings is None:
             return None
         odom, base = settings["odom_frame"], settings["base_frame"]
+        if not buffer.can_transform(odom, base, Time()):
+            return None  # no odom -> base chain at all yet: do not wait for it on every frame
         try:
             transform = buffer.lookup_transform(
                 odom, base, Time(nanoseconds=stamp_ns), timeout=Duration(seconds=TF2_ODOMETRY_WAIT_S)
@@ -452,7 +454,7 @@ class Page4dNode(LifecycleNode):
         except Exception:  # tf2's lookup exceptions: not (yet) at this stamp; try the newest one below
             try:
                 transform = buffer.lookup_transform(odom, base, Time())
-            except Exception:  # no odom -> base chain at all yet
+            except Exception:  # the chain vanished from the buffer meanwhile
                 return None
             if abs(_stamp_ns(transform.header) - stamp_ns) > tolerance_ns:
                 return None
@@ -585,7 +587,7 @@ class Page4dNode(LifecycleNode):
             return None
         return Frame(rgb=frame.rgb, stamp_ns=frame.stamp_ns, frame_id=frame.frame_id, calibration=calibration)
 
-    def _camera_info_subscription(self, qos: QoSProfile) -> Any:
+    def _camera_info_subscriptions(self, qos: QoSProfile) -> list[Any]:
         """The camera_info subscription; in synchronized mode through message_filters when installed.
 
         ``message_filters.ApproximateTimeSynchronizer`` pairs each image with the info nearest in stamp
@@ -598,9 +600,11 @@ class Page4dNode(LifecycleNode):
             optional_ros_module("message_filters") if settings["camera_info_mode"] == "synchronized" else None
         )
         if message_filters is None:
-            return self.create_subscription(
-                CameraInfo, "camera_info", self._guarded("camera_info", self._on_camera_info), qos
-            )
+            return [
+                self.create_subscription(
+                    CameraInfo, "camera_info", self._guarded("camera_info", self._on_camera_info), qos
+                )
+            ]
         info_filter = message_filters.Subscriber(self, CameraInfo, "camera_info", qos_profile=qos)
         info_filter.registerCallback(self._guarded("camera_info", self._on_camera_info))
         image_type, image_topic = (
@@ -616,8 +620,7 @@ class Page4dNode(LifecycleNode):
             slop=settings["camera_info_slop_s"],
         )
         self._camera_info_sync.registerCallback(self._guarded_pair(self._on_synchronized_camera_info))
-        self._input_subscriptions.append(image_filter.sub)
-        return info_filter.sub
+        return [info_filter.sub, image_filter.sub]
 
     def _guarded_pair(self, callback: Callable[[Any, Any], None]) -> Callable[[Any, Any], None]:
         """A two-message synchroniser callback with exceptions reported, as :meth:`_guarded` does."""
