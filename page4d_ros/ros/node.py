@@ -19,6 +19,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -163,6 +164,7 @@ class Page4dNode(LifecycleNode):
         self._queue: DropOldestQueue[QueuedFrame] = DropOldestQueue(1, carry_time_jump)
         self._aux_inputs: deque[tuple[str, int, np.ndarray]] = deque(maxlen=256)
         self._camera_info_sync: Any = None
+        self._image_headers: Any = None
         self._tf2_mounting = False
         self._non_metric_logged = False
         self._last_frame_s = 0.0
@@ -353,7 +355,7 @@ class Page4dNode(LifecycleNode):
             self._tf2_listener.unregister()
         self._tf2_listener = None
         self._tf2_buffer = None
-        self._camera_info_sync = None
+        self._camera_info_sync = self._image_headers = None
         self._stop_worker.set()
         if self._worker is not None and self._worker is not threading.current_thread():
             self._worker.join(timeout=30.0)
@@ -496,7 +498,7 @@ class Page4dNode(LifecycleNode):
         return guarded
 
     def _on_image(self, msg: Image) -> None:
-        self._count_image()
+        self._count_image(msg.header)
         try:
             rgb = conversions.image_to_rgb(
                 msg.encoding, msg.height, msg.width, msg.step, msg.is_bigendian, msg.data
@@ -507,7 +509,7 @@ class Page4dNode(LifecycleNode):
         self._enqueue(rgb, _stamp_ns(msg.header), msg.header.frame_id, msg.encoding)
 
     def _on_compressed_image(self, msg: CompressedImage) -> None:
-        self._count_image()
+        self._count_image(msg.header)
         try:
             rgb = conversions.compressed_to_rgb(msg.format, msg.data)
         except conversions.ImageConversionError as error:
@@ -515,9 +517,12 @@ class Page4dNode(LifecycleNode):
             return
         self._enqueue(rgb, _stamp_ns(msg.header), msg.header.frame_id, f"compressed {msg.format}")
 
-    def _count_image(self) -> None:
+    def _count_image(self, header: Any) -> None:
         self._images_received += 1
         self._input_rate.tick(self.get_clock().now().nanoseconds)
+        image_headers = self._image_headers
+        if image_headers is not None:  # camera_info_mode synchronized with message_filters
+            image_headers.signalMessage(SimpleNamespace(header=header))
 
     def _enqueue(self, rgb: np.ndarray, stamp_ns: int, frame_id: str, encoding: str) -> None:
         settings = self._settings
@@ -607,20 +612,16 @@ class Page4dNode(LifecycleNode):
             ]
         info_filter = message_filters.Subscriber(self, CameraInfo, "camera_info", qos_profile=qos)
         info_filter.registerCallback(self._guarded("camera_info", self._on_camera_info))
-        image_type, image_topic = (
-            (CompressedImage, "image/compressed")
-            if settings["image_transport"] == "compressed"
-            else (Image, "image")
-        )
-        # A second, header-only use of the image stream: the synchroniser needs the image stamps.
-        image_filter = message_filters.Subscriber(self, image_type, image_topic, qos_profile=qos)
+        # The image callbacks feed the synchroniser the image headers only (no second image subscription,
+        # and the queued entries do not hold the pixels).
+        self._image_headers = message_filters.SimpleFilter()
         self._camera_info_sync = message_filters.ApproximateTimeSynchronizer(
-            [image_filter, info_filter],
+            [self._image_headers, info_filter],
             queue_size=max(10, settings["frame_queue_size"]),
             slop=settings["camera_info_slop_s"],
         )
         self._camera_info_sync.registerCallback(self._guarded_pair(self._on_synchronized_camera_info))
-        return [info_filter.sub, image_filter.sub]
+        return [info_filter.sub]
 
     def _guarded_pair(self, callback: Callable[[Any, Any], None]) -> Callable[[Any, Any], None]:
         """A two-message synchroniser callback with exceptions reported, as :meth:`_guarded` does."""
@@ -633,7 +634,7 @@ class Page4dNode(LifecycleNode):
 
         return guarded
 
-    def _on_synchronized_camera_info(self, image: Any, info: CameraInfo) -> None:
+    def _on_synchronized_camera_info(self, image: SimpleNamespace, info: CameraInfo) -> None:
         try:
             calibration = calibration_from_camera_info(info)
         except ValueError:  # already reported by the plain camera_info callback
