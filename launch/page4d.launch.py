@@ -37,6 +37,7 @@ NODE_PARAMETER_ARGUMENTS = (
     "base_frame",
     "odom_frame",
     "scale_source",
+    "require_metric_for_tf",
     "autostart",
 )
 """Launch arguments passed to the node as parameters of the same name (only when not empty)."""
@@ -56,6 +57,11 @@ ARGUMENTS = (
     ("base_frame", "", "Robot body frame (camera_link on camera-only rigs)."),
     ("odom_frame", "", "Odometry frame."),
     ("scale_source", "", "none, fixed, odometry, depth or camera_height."),
+    (
+        "require_metric_for_tf",
+        "",
+        "true: withhold TF and odometry until the scale is metric (default false: model units, WARN).",
+    ),
     ("use_sim_time", "false", "Use /clock (set true when playing bags with --clock)."),
     ("autostart", "", "Configure and activate on start-up (default true)."),
     ("log_level", "info", "Node log level."),

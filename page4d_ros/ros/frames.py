@@ -17,6 +17,7 @@ from collections import OrderedDict, deque
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.spatial.transform import Rotation, Slerp
 
 
 def invert_transform(T: np.ndarray) -> np.ndarray:
@@ -26,6 +27,31 @@ def invert_transform(T: np.ndarray) -> np.ndarray:
     inverse[:3, :3] = rotation_t
     inverse[:3, 3] = -rotation_t @ T[:3, 3]
     return inverse
+
+
+def body_twist(T_previous: np.ndarray, T_current: np.ndarray, dt_s: float) -> tuple[np.ndarray, np.ndarray]:
+    """Linear and angular velocity between two poses of a body, expressed in the body's current frame.
+
+    This is the twist of ``nav_msgs/Odometry`` (REP-105: in ``child_frame_id``): the position change
+    rotated into the current body frame over ``dt_s``, and the rotation vector of ``R_prev^T R_cur`` over
+    ``dt_s`` (its axis is the same in the previous and the current body frame).
+    """
+    if dt_s <= 0:
+        raise ValueError(f"the time between two poses must be positive, got {dt_s} s")
+    R_current = T_current[:3, :3]
+    linear = R_current.T @ (T_current[:3, 3] - T_previous[:3, 3]) / dt_s
+    angular = Rotation.from_matrix(T_previous[:3, :3].T @ R_current).as_rotvec() / dt_s
+    return linear, angular
+
+
+def optical_position_from_odometry(T_odom_base: np.ndarray, T_base_optical: np.ndarray) -> np.ndarray:
+    """Metric position of the optical centre for a robot odometry pose and the camera mounting.
+
+    ``scale_source: odometry`` compares these with the estimated optical-camera centres: comparing base
+    positions instead would add the lever arm's motion (a camera ahead of the base moves when the robot
+    turns in place) and bias the scale.
+    """
+    return (np.asarray(T_odom_base, dtype=np.float64) @ np.asarray(T_base_optical, dtype=np.float64))[:3, 3]
 
 
 @dataclass
@@ -148,7 +174,12 @@ class TfConflictDetector:
 
 
 class TransformHistory:
-    """Recent transforms of one external edge (e.g. the robot's ``odom -> base_link``), looked up by stamp."""
+    """Recent transforms of one external edge (e.g. the robot's ``odom -> base_link``), looked up by stamp.
+
+    The fallback for installs without ``tf2_ros`` (the offline bag tool, a venv of PyPI wheels): it keeps
+    one direct edge only and interpolates between its samples. With tf2_ros the node reads the robot's
+    odometry with ``tf2_ros.Buffer.lookup_transform`` instead, which follows any chain.
+    """
 
     def __init__(self, max_entries: int = 2000) -> None:
         self._stamps: deque[int] = deque(maxlen=max_entries)
@@ -165,11 +196,25 @@ class TransformHistory:
         self._transforms.append(np.asarray(T, dtype=np.float64))
 
     def lookup(self, stamp_ns: int, tolerance_ns: int) -> np.ndarray | None:
-        """The transform nearest in time to ``stamp_ns`` if within ``tolerance_ns``, else None."""
+        """The transform at ``stamp_ns``: interpolated between the samples around it (translation linear,
+        rotation slerp) when both are within ``tolerance_ns``, else the nearest sample within
+        ``tolerance_ns``, else None."""
         if not self._stamps:
             return None
         stamps = list(self._stamps)
         index = bisect.bisect_left(stamps, stamp_ns)
+        if index < len(stamps) and stamps[index] == stamp_ns:
+            return self._transforms[index]
+        if 0 < index < len(stamps):
+            t0, t1 = stamps[index - 1], stamps[index]
+            if stamp_ns - t0 <= tolerance_ns and t1 - stamp_ns <= tolerance_ns:
+                T0, T1 = self._transforms[index - 1], self._transforms[index]
+                weight = (stamp_ns - t0) / (t1 - t0)
+                rotations = Rotation.from_matrix(np.stack([T0[:3, :3], T1[:3, :3]]))
+                T = np.eye(4)
+                T[:3, :3] = Slerp([0.0, 1.0], rotations)(weight).as_matrix()
+                T[:3, 3] = (1.0 - weight) * T0[:3, 3] + weight * T1[:3, 3]
+                return T
         candidates = [i for i in (index - 1, index) if 0 <= i < len(stamps)]
         best = min(candidates, key=lambda i: abs(stamps[i] - stamp_ns))
         if abs(stamps[best] - stamp_ns) > tolerance_ns:

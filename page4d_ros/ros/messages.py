@@ -221,6 +221,10 @@ def build_pose_with_covariance_stamped(
     )
 
 
+TWIST_UNKNOWN_VARIANCE = 1.0e6
+"""Twist variance when no velocity is known (first pose, after a time jump): large, not the -1 of Imu."""
+
+
 def build_odometry(
     factory: MessageFactory,
     stamp_ns: int,
@@ -228,27 +232,43 @@ def build_odometry(
     child_frame_id: str,
     T: np.ndarray,
     covariance: np.ndarray,
+    twist: tuple[np.ndarray, np.ndarray] | None = None,
+    twist_covariance: np.ndarray | None = None,
 ) -> Any:
-    """``nav_msgs/Odometry`` with pose and covariance; twist zero with an 'unknown' covariance (-1)."""
+    """``nav_msgs/Odometry`` with pose and covariance and the twist ``(linear, angular)`` in the child frame.
+
+    Without a twist it is zero with :data:`TWIST_UNKNOWN_VARIANCE` on the diagonal, so a filter such as
+    robot_localization gives it no weight (rather than fusing "not moving").
+    """
     pose = factory.make(
         "geometry_msgs/msg/PoseWithCovariance",
         pose=build_pose(factory, T),
         covariance=factory.fixed_floats(covariance),
     )
-    zero = factory.make("geometry_msgs/msg/Vector3", x=0.0, y=0.0, z=0.0)
-    unknown = np.zeros(36)
-    unknown[0] = -1.0
-    twist = factory.make(
+    if twist is None:
+        linear, angular = np.zeros(3), np.zeros(3)
+        twist_covariance = np.diag([TWIST_UNKNOWN_VARIANCE] * 6).reshape(-1)
+    else:
+        linear, angular = (np.asarray(v, dtype=np.float64) for v in twist)
+        if twist_covariance is None:
+            raise ValueError("a twist needs its covariance")
+
+    def vector(values: np.ndarray) -> Any:
+        return factory.make(
+            "geometry_msgs/msg/Vector3", x=float(values[0]), y=float(values[1]), z=float(values[2])
+        )
+
+    twist_message = factory.make(
         "geometry_msgs/msg/TwistWithCovariance",
-        twist=factory.make("geometry_msgs/msg/Twist", linear=zero, angular=zero),
-        covariance=factory.fixed_floats(unknown),
+        twist=factory.make("geometry_msgs/msg/Twist", linear=vector(linear), angular=vector(angular)),
+        covariance=factory.fixed_floats(twist_covariance),
     )
     return factory.make(
         "nav_msgs/msg/Odometry",
         header=build_header(factory, stamp_ns, frame_id),
         child_frame_id=child_frame_id,
         pose=pose,
-        twist=twist,
+        twist=twist_message,
     )
 
 

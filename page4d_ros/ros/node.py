@@ -12,6 +12,7 @@ one worker thread runs the pipeline and publishes each frame's results with the 
 
 from __future__ import annotations
 
+import importlib
 import os
 import signal
 import threading
@@ -19,6 +20,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -33,6 +35,7 @@ from rcl_interfaces.msg import (
     ParameterDescriptor,
     SetParametersResult,
 )
+from rclpy.duration import Duration
 from rclpy.exceptions import InvalidParameterValueException
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
@@ -51,10 +54,17 @@ from tf2_msgs.msg import TFMessage
 from page4d_ros.pipeline.types import Frame
 from page4d_ros.ros import conversions, diagnostics, parameters
 from page4d_ros.ros.export import MapAccumulator, write_ply, write_tum
+from page4d_ros.ros.frames import optical_position_from_odometry
 from page4d_ros.ros.messages import RclpyMessageFactory, build_tf_message
-from page4d_ros.ros.outputs import TOPIC_TYPES, OutputBuilder, is_metric
+from page4d_ros.ros.outputs import NON_METRIC_NOTE, TF_TOPIC, TOPIC_TYPES, OutputBuilder, is_metric
 from page4d_ros.ros.pipeline_factory import PipelineBundle, build_pipeline
-from page4d_ros.ros.scheduling import CameraInfoCache, DropOldestQueue, calibration_from_camera_info
+from page4d_ros.ros.scheduling import (
+    CameraInfoCache,
+    DropOldestQueue,
+    QueuedFrame,
+    calibration_from_camera_info,
+    carry_time_jump,
+)
 
 _MESSAGE_CLASSES = {
     "sensor_msgs/msg/Image": Image,
@@ -68,6 +78,21 @@ WORKER_JOIN_TIMEOUT_S = 30.0
 """How long deactivate waits for the worker to finish its window (activation is refused while it runs)."""
 TRAJECTORY_MAX_POSES = 100_000
 """Poses kept for the TUM file of ``~/save`` (about 25 MB at most)."""
+CAMERA_INFO_WAIT_S = 0.2
+"""In camera_info_mode synchronized, how long after its image a CameraInfo may arrive and still pair."""
+TF2_ODOMETRY_WAIT_S = 0.1
+"""tf_mode map: how long the worker waits for the robot's odometry at a frame stamp it does not have yet."""
+
+
+def optional_ros_module(name: str) -> Any:
+    """Import a ROS library that every ROS install has but PyPI does not (tf2_ros, message_filters).
+
+    Returns None when it is absent (a venv of PyPI wheels), and the node uses its own fallback.
+    """
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        return None
 
 
 def qos_profile(name: str, depth: int) -> QoSProfile:
@@ -169,8 +194,14 @@ class Page4dNode(LifecycleNode):
         self._input_subscriptions: list[Any] = []
         self._tf2_buffer: Any = None
         self._tf2_listener: Any = None
-        self._queue: DropOldestQueue[Frame] = DropOldestQueue(1)
+        self._queue: DropOldestQueue[QueuedFrame] = DropOldestQueue(1, carry_time_jump)
         self._aux_inputs: deque[tuple[str, int, np.ndarray]] = deque(maxlen=256)
+        self._camera_info_sync: Any = None
+        self._image_headers: Any = None
+        self._tf2_mounting = False
+        self._non_metric_logged = False
+        self._last_frame_s = 0.0
+        self._flushed_since_frame = True
         self._camera_infos = CameraInfoCache()
         self._pipeline_lock = threading.Lock()
         self._pipeline_actions: deque[tuple[str, Callable[[], None]]] = deque()
@@ -239,7 +270,7 @@ class Page4dNode(LifecycleNode):
         self._settings = settings
         self._bundle = bundle
         self._builder = OutputBuilder(self._factory, settings)
-        self._queue = DropOldestQueue(settings["frame_queue_size"])
+        self._queue = DropOldestQueue(settings["frame_queue_size"], carry_time_jump)
         self._camera_infos = CameraInfoCache(
             settings["camera_info_mode"], int(settings["camera_info_slop_s"] * 1e9)
         )
@@ -287,9 +318,7 @@ class Page4dNode(LifecycleNode):
             )
         self._input_subscriptions = [
             image_sub,
-            self.create_subscription(
-                CameraInfo, "camera_info", self._guarded("camera_info", self._on_camera_info), input_qos
-            ),
+            *self._camera_info_subscriptions(input_qos),
             self.create_subscription(TFMessage, "/tf", self._guarded("/tf", self._on_tf), TF_QOS),
             self.create_subscription(
                 TFMessage, "/tf_static", self._guarded("/tf_static", self._on_tf), TF_STATIC_QOS
@@ -306,6 +335,7 @@ class Page4dNode(LifecycleNode):
                 )
             )
         self._start_tf2_listener()
+        self._last_frame_s, self._flushed_since_frame = time.monotonic(), True
         # Each worker has its own stop event: one that outlives its deactivation stops all the same.
         self._stop_worker = threading.Event()
         self._worker = threading.Thread(
@@ -379,6 +409,7 @@ class Page4dNode(LifecycleNode):
             self._tf2_listener.unregister()
         self._tf2_listener = None
         self._tf2_buffer = None
+        self._camera_info_sync = self._image_headers = None
         self._stop_worker.set()
         worker, self._worker = self._worker, None
         if worker is not None and worker is not threading.current_thread():
@@ -423,40 +454,85 @@ class Page4dNode(LifecycleNode):
         self._last_input = {}
 
     def _start_tf2_listener(self) -> None:
-        """Use tf2_ros for base_frame -> optical frame when installed and enabled (else the parameters)."""
-        assert self._settings is not None
-        if not self._settings["base_to_optical_from_tf"]:
+        """Listen with tf2_ros (when installed) for the camera mounting and, in tf_mode map, robot odometry.
+
+        The mounting ``base_frame -> optical`` comes from tf2 when ``base_to_optical_from_tf`` is set and
+        the node does not publish it itself (``publish_optical_static_tf``): until the lookup succeeds,
+        poses, odometry and TF are withheld and ``page4d: tf`` says what it waits for. Without tf2_ros the
+        parameters give the mounting and the robot odometry is read from ``/tf`` by hand (one direct edge).
+        """
+        settings = self._settings
+        assert settings is not None and self._builder is not None
+        self._tf2_mounting = False
+        wants_mounting = settings["base_to_optical_from_tf"] and not settings["publish_optical_static_tf"]
+        wants_odometry = settings["tf_mode"] == "map"
+        if not (wants_mounting or wants_odometry):
             return
-        try:
-            import tf2_ros
-        except ImportError:
+        tf2_ros = optional_ros_module("tf2_ros")
+        if tf2_ros is None:
             self.get_logger().info(
-                "tf2_ros is not installed: base_frame -> optical frame comes from parameters"
+                "tf2_ros is not installed: the camera mounting comes from base_to_optical_xyz/rpy"
+                + (", the robot odometry from /tf (direct edge only)" if wants_odometry else "")
             )
             return
         self._tf2_buffer = tf2_ros.Buffer()
         self._tf2_listener = tf2_ros.TransformListener(self._tf2_buffer, self)
+        if wants_mounting and not self._builder.anchor.anchored:
+            self._tf2_mounting = True
+            self._builder.mounting_pending = (
+                f"no tf2 lookup of {settings['base_frame']} -> the image's optical frame yet"
+            )
+        if wants_odometry:
+            self._builder.robot_odometry_lookup = self._robot_odometry_from_tf2
 
     def _mounting_from_tf2(self, optical_frame: str) -> None:
-        """Before the first pose, replace the parameter mounting by tf2's base_frame -> optical frame."""
-        if self._tf2_buffer is None or self._builder is None or self._builder.anchor.anchored:
+        """Until it succeeds, look the camera mounting base_frame -> optical frame up in tf2."""
+        builder, buffer, settings = self._builder, self._tf2_buffer, self._settings
+        if not self._tf2_mounting or buffer is None or builder is None or settings is None:
             return
         try:
-            transform = self._tf2_buffer.lookup_transform(
-                self._settings["base_frame"], optical_frame, Time()
-            ).transform
+            transform = buffer.lookup_transform(settings["base_frame"], optical_frame, Time()).transform
         except Exception as error:  # tf2 raises several exception types, all meaning "not available yet"
-            self.get_logger().warn(
-                f"tf2 has no {self._settings['base_frame']} -> {optical_frame} ({error}); "
-                "using base_to_optical_xyz/rpy",
-                once=True,
+            builder.mounting_pending = (
+                f"tf2 has no {settings['base_frame']} -> {optical_frame} ({type(error).__name__}: "
+                f"{str(error).strip()}); publish it (URDF / robot_state_publisher / "
+                "static_transform_publisher), or set base_to_optical_from_tf false to use "
+                "base_to_optical_xyz/rpy"
             )
             return
         T = conversions.translation_quaternion_to_matrix(
             (transform.translation.x, transform.translation.y, transform.translation.z),
             (transform.rotation.x, transform.rotation.y, transform.rotation.z, transform.rotation.w),
         )
-        self._builder.set_base_to_optical(T)
+        builder.set_base_to_optical(T)
+        self._tf2_mounting = False
+        self.get_logger().info(f"camera mounting {settings['base_frame']} -> {optical_frame} read from tf2")
+
+    def _robot_odometry_from_tf2(self, stamp_ns: int, tolerance_ns: int) -> np.ndarray | None:
+        """The robot's odom_frame -> base_frame at ``stamp_ns`` from tf2 (interpolated, along any chain).
+
+        Waits up to :data:`TF2_ODOMETRY_WAIT_S` for a stamp newer than the buffer holds; a stamp still
+        ahead of the newest odometry by at most ``tolerance_ns`` takes the newest one.
+        """
+        buffer, settings = self._tf2_buffer, self._settings
+        if buffer is None or settings is None:
+            return None
+        odom, base = settings["odom_frame"], settings["base_frame"]
+        if not buffer.can_transform(odom, base, Time()):
+            return None  # no odom -> base chain at all yet: do not wait for it on every frame
+        try:
+            transform = buffer.lookup_transform(
+                odom, base, Time(nanoseconds=stamp_ns), timeout=Duration(seconds=TF2_ODOMETRY_WAIT_S)
+            )
+        except Exception:  # tf2's lookup exceptions: not (yet) at this stamp; try the newest one below
+            try:
+                transform = buffer.lookup_transform(odom, base, Time())
+            except Exception:  # the chain vanished from the buffer meanwhile
+                return None
+            if abs(_stamp_ns(transform.header) - stamp_ns) > tolerance_ns:
+                return None
+        t, q = transform.transform.translation, transform.transform.rotation
+        return conversions.translation_quaternion_to_matrix((t.x, t.y, t.z), (q.x, q.y, q.z, q.w))
 
     # ------------------------------------------------------------------------------------------------ inputs
     def _report_callback_error(self, source: str, error: Exception) -> None:
@@ -493,7 +569,7 @@ class Page4dNode(LifecycleNode):
         return guarded
 
     def _on_image(self, msg: Image) -> None:
-        self._count_image()
+        self._count_image(msg.header)
         try:
             rgb = conversions.image_to_rgb(
                 msg.encoding, msg.height, msg.width, msg.step, msg.is_bigendian, msg.data
@@ -504,7 +580,7 @@ class Page4dNode(LifecycleNode):
         self._enqueue(rgb, _stamp_ns(msg.header), msg.header.frame_id, msg.encoding)
 
     def _on_compressed_image(self, msg: CompressedImage) -> None:
-        self._count_image()
+        self._count_image(msg.header)
         try:
             rgb = conversions.compressed_to_rgb(msg.format, msg.data)
         except conversions.ImageConversionError as error:
@@ -512,9 +588,12 @@ class Page4dNode(LifecycleNode):
             return
         self._enqueue(rgb, _stamp_ns(msg.header), msg.header.frame_id, f"compressed {msg.format}")
 
-    def _count_image(self) -> None:
+    def _count_image(self, header: Any) -> None:
         self._images_received += 1
         self._input_rate.tick(self.get_clock().now().nanoseconds)
+        image_headers = self._image_headers
+        if image_headers is not None:  # camera_info_mode synchronized with message_filters
+            image_headers.signalMessage(SimpleNamespace(header=header))
 
     def _enqueue(self, rgb: np.ndarray, stamp_ns: int, frame_id: str, encoding: str) -> None:
         settings = self._settings
@@ -532,6 +611,7 @@ class Page4dNode(LifecycleNode):
             self._problems.report("invalid_frame", f"{error}; frame dropped")
             return
         last = self._last_enqueued_stamp
+        time_jump_back = False
         if last is not None and stamp_ns <= last:
             if last - stamp_ns <= int(settings["max_gap_s"] * 1e9):
                 self._problems.report(
@@ -542,24 +622,103 @@ class Page4dNode(LifecycleNode):
             self._problems.report(
                 "time_jump_back", f"time jumped back from {last} to {stamp_ns} ns; restarting"
             )
-            self._aux_inputs.append(("time_jump_back", stamp_ns, np.zeros(0)))
-        calibration = self._camera_infos.lookup(frame_id, stamp_ns)
-        if calibration is not None and (calibration.width, calibration.height) != (
-            rgb.shape[1],
-            rgb.shape[0],
-        ):
+            time_jump_back = True
+        self._last_enqueued_stamp = stamp_ns
+        frame = Frame(rgb=rgb, stamp_ns=stamp_ns, frame_id=frame_id)
+        if not self._queue.put(QueuedFrame(frame, time_jump_back, time.monotonic())):
+            self.get_logger().debug("frame queue full: dropped the oldest frame")
+
+    def _pair_camera_info(self, item: QueuedFrame) -> Frame | None:
+        """The frame with its CameraInfo (paired now, on the worker); None when it must be dropped.
+
+        In synchronized mode an info that arrives up to :data:`CAMERA_INFO_WAIT_S` after its image still
+        pairs. Infos that arrive but do not pair (another frame id, stamps beyond the slop, another size)
+        are reported (WARN) whenever the predicted intrinsics are used instead.
+        """
+        settings = self._settings
+        assert settings is not None
+        frame, infos = item.frame, self._camera_infos
+        if infos.mode == "synchronized" and infos.has_any():
+            calibration = infos.wait_lookup(
+                frame.frame_id, frame.stamp_ns, item.received_s + CAMERA_INFO_WAIT_S
+            )
+        else:
+            calibration = infos.lookup(frame.frame_id, frame.stamp_ns)
+        width, height = frame.rgb.shape[1], frame.rgb.shape[0]
+        if calibration is not None and (calibration.width, calibration.height) != (width, height):
             self._problems.report(
                 "camera_info_mismatch",
-                f"camera_info is {calibration.width}x{calibration.height} but the image is "
-                f"{rgb.shape[1]}x{rgb.shape[0]}; publish the CameraInfo of this image",
+                f"camera_info describes a {calibration.width}x{calibration.height} image (after its roi and "
+                f"binning) but the image is {width}x{height}; publish the CameraInfo of this image",
             )
             calibration = None
+        elif calibration is None and infos.has_any():
+            self._problems.report(
+                "camera_info_unpaired", infos.explain_missing(frame.frame_id, frame.stamp_ns)
+            )
         if calibration is None and settings["require_camera_info"]:
-            self._problems.report("missing_camera_info", f"no camera_info for '{frame_id}' at {stamp_ns} ns")
+            self._problems.report(
+                "missing_camera_info", f"no camera_info for '{frame.frame_id}' at {frame.stamp_ns} ns"
+            )
+            return None
+        return Frame(rgb=frame.rgb, stamp_ns=frame.stamp_ns, frame_id=frame.frame_id, calibration=calibration)
+
+    def _camera_info_subscriptions(self, qos: QoSProfile) -> list[Any]:
+        """The camera_info subscription; in synchronized mode through message_filters when installed.
+
+        ``message_filters.ApproximateTimeSynchronizer`` pairs each image with the info nearest in stamp
+        (within ``camera_info_slop_s``, in either arrival order); its pairs are recorded for the worker. The
+        infos are also cached by frame id, which is the pairing without message_filters.
+        """
+        settings = self._settings
+        assert settings is not None
+        message_filters = (
+            optional_ros_module("message_filters") if settings["camera_info_mode"] == "synchronized" else None
+        )
+        if message_filters is None:
+            return [
+                self.create_subscription(
+                    CameraInfo, "camera_info", self._guarded("camera_info", self._on_camera_info), qos
+                )
+            ]
+        info_filter = message_filters.Subscriber(self, CameraInfo, "camera_info", qos_profile=qos)
+        info_filter.registerCallback(self._guarded("camera_info", self._on_camera_info))
+        # The image callbacks feed the synchroniser the image headers only (no second image subscription,
+        # and the queued entries do not hold the pixels).
+        self._image_headers = message_filters.SimpleFilter()
+        self._camera_info_sync = message_filters.ApproximateTimeSynchronizer(
+            [self._image_headers, info_filter],
+            queue_size=max(10, settings["frame_queue_size"]),
+            slop=settings["camera_info_slop_s"],
+        )
+        self._camera_info_sync.registerCallback(self._guarded_pair(self._on_synchronized_camera_info))
+        return [info_filter.sub]
+
+    def _guarded_pair(self, callback: Callable[[Any, Any], None]) -> Callable[[Any, Any], None]:
+        """A two-message synchroniser callback with exceptions reported, as :meth:`_guarded` does."""
+
+        def guarded(image: Any, info: Any) -> None:
+            try:
+                callback(image, info)
+            except Exception as error:  # reported (log + /diagnostics ERROR); the next pair is processed
+                self._report_callback_error("camera_info synchronizer", error)
+
+        return guarded
+
+    def _on_synchronized_camera_info(self, image: SimpleNamespace, info: CameraInfo) -> None:
+        try:
+            calibration = calibration_from_camera_info(info)
+        except ValueError:  # already reported by the plain camera_info callback
             return
-        self._last_enqueued_stamp = stamp_ns
-        if not self._queue.put(Frame(rgb=rgb, stamp_ns=stamp_ns, frame_id=frame_id, calibration=calibration)):
-            self.get_logger().debug("frame queue full: dropped the oldest frame")
+        frame_id = image.header.frame_id or (self._settings or {}).get("camera_optical_frame", "")
+        info_frame_id = info.header.frame_id or (self._settings or {}).get("camera_optical_frame", "")
+        if info_frame_id != frame_id:
+            self._problems.report(
+                "camera_info_frame_id",
+                f"camera_info in '{info_frame_id}' paired by stamp with an image in '{frame_id}' and used; "
+                "publish both in the camera's optical frame",
+            )
+        self._camera_infos.pair(frame_id, _stamp_ns(image.header), calibration)
 
     def _on_camera_info(self, msg: CameraInfo) -> None:
         try:
@@ -571,12 +730,17 @@ class Page4dNode(LifecycleNode):
         self._camera_infos.add(frame_id, _stamp_ns(msg.header), calibration)
 
     def _on_odometry(self, msg: Odometry) -> None:
-        position = msg.pose.pose.position
-        xyz = np.array([position.x, position.y, position.z])
-        if not np.all(np.isfinite(xyz)):
-            self._problems.report("bad_odometry", "odometry position is not finite; message ignored")
+        p, q = msg.pose.pose.position, msg.pose.pose.orientation
+        try:
+            T_odom_base = conversions.translation_quaternion_to_matrix((p.x, p.y, p.z), (q.x, q.y, q.z, q.w))
+        except ValueError as error:
+            self._problems.report("bad_odometry", f"odometry orientation unusable: {error}; message ignored")
             return
-        self._aux_inputs.append(("odometry", _stamp_ns(msg.header), xyz))
+        if not np.all(np.isfinite(T_odom_base)):
+            self._problems.report("bad_odometry", "odometry pose is not finite; message ignored")
+            return
+        # The full pose: the worker composes it with the camera mounting (the optical centre's position).
+        self._aux_inputs.append(("odometry", _stamp_ns(msg.header), T_odom_base))
 
     def _on_metric_depth(self, msg: Image) -> None:
         try:
@@ -613,32 +777,59 @@ class Page4dNode(LifecycleNode):
     # ------------------------------------------------------------------------------------------------ worker
     def _worker_loop(self, stop: threading.Event) -> None:
         while not stop.is_set():
-            frame = self._queue.get(timeout=0.1)
+            item = self._queue.get(timeout=0.1)
             self._run_pipeline_actions()
+            if item is None:
+                self._flush_when_idle(stop)
+                continue
+            self._last_frame_s, self._flushed_since_frame = time.monotonic(), False
+            frame = self._pair_camera_info(item)
+            if item.time_jump_back and self._bundle is not None and self._builder is not None:
+                # The jump travels with the frame after it: the frames before it are published first, then
+                # the TF stamps restart, in stream order (never ahead of older queued frames).
+                self._run_and_publish(self._bundle.pipeline.flush, stop)
+                self._builder.restart_time()
             if frame is None:
                 continue
-            started = time.perf_counter()
+            self._run_and_publish(lambda frame=frame: self._process(frame), stop)
+
+    def _flush_when_idle(self, stop: threading.Event) -> None:
+        """After ``idle_flush_s`` without a new frame, run the buffered frames as a window; publish them."""
+        settings, bundle = self._settings, self._bundle
+        idle_s = settings["idle_flush_s"] if settings is not None else 0.0
+        if self._flushed_since_frame or bundle is None or idle_s <= 0:
+            return
+        if time.monotonic() - self._last_frame_s < idle_s:
+            return
+        self._flushed_since_frame = True
+        if bundle.pipeline.stats.buffer_depth > 0:
+            self._run_and_publish(bundle.pipeline.flush, stop)
+
+    def _run_and_publish(self, run: Callable[[], list[Any]], stop: threading.Event) -> None:
+        """Run the pipeline under its lock and publish the results (until ``stop``); a failure is reported and
+        the pipeline reset."""
+        started = time.perf_counter()
+        try:
+            with self._pipeline_lock:
+                results = run()
+        except Exception as error:  # the worker must survive any pipeline failure; it is reported instead
+            self._problems.report("pipeline_error", f"{type(error).__name__}: {error}")
+            self._last_error = f"pipeline error: {type(error).__name__}: {error}"
+            self.get_logger().error(self._last_error)
+            self._reset_pipeline("error")
+            return
+        if results:
+            self._window_ms.add((time.perf_counter() - started) * 1e3)
+        for result in results:
             try:
-                with self._pipeline_lock:
-                    results = self._process(frame)
-            except Exception as error:  # the worker must survive any pipeline failure; it is reported instead
-                self._problems.report("pipeline_error", f"{type(error).__name__}: {error}")
-                self._last_error = f"pipeline error: {type(error).__name__}: {error}"
-                self.get_logger().error(self._last_error)
-                self._reset_pipeline("error")
-                continue
-            if results:
-                self._window_ms.add((time.perf_counter() - started) * 1e3)
-            for result in results:
                 if self._worker_must_stop(stop):
                     return
-                try:
-                    self._publish_result(result)
-                except Exception as error:  # one bad result must not stop the stream; it is reported
-                    if self._worker_must_stop(stop):
-                        return  # Ctrl-C shut the context down during this publish: not a failure
-                    self._problems.report("publish_error", f"{type(error).__name__}: {error}")
-                    self.get_logger().error(f"publishing failed: {type(error).__name__}: {error}")
+                self._publish_result(result)
+            except Exception as error:  # one bad result must not stop the stream; it is reported
+                if self._worker_must_stop(stop):
+                    return  # Ctrl-C shut the context down during this publish: not a failure
+                self._problems.report("publish_error", f"{type(error).__name__}: {error}")
+                self.get_logger().error(f"publishing failed: {type(error).__name__}: {error}")
 
     def _worker_must_stop(self, stop: threading.Event) -> bool:
         """True once this worker was told to stop or the ROS context is shut down (e.g. by Ctrl-C)."""
@@ -653,15 +844,13 @@ class Page4dNode(LifecycleNode):
             kind, stamp_ns, value = self._aux_inputs.popleft()
             try:
                 if kind == "odometry":
-                    pipeline.add_odometry(stamp_ns, value)
+                    pipeline.add_odometry(
+                        stamp_ns, optical_position_from_odometry(value, self._builder.T_base_optical)
+                    )
                 elif kind == "metric_depth":
                     pipeline.add_metric_depth(stamp_ns, value)
             except ValueError as error:  # one unusable scale input is dropped; the pipeline goes on
                 self._problems.report(f"bad_{kind}", f"{error}; ignored")
-                continue
-            if kind == "time_jump_back":
-                results += pipeline.flush()
-                self._builder.restart_time()
         size = (frame.rgb.shape[1], frame.rgb.shape[0])
         previous = self._processed_size
         if previous is not None and previous != size:
@@ -692,23 +881,24 @@ class Page4dNode(LifecycleNode):
         if builder is None:
             return
         if result.frame_id not in self._static_frames:
-            static = builder.static_transforms(result.frame_id)
+            static = builder.static_transforms(result.frame_id, result.stamp_ns)
             if static:
                 self._tf_static_publisher.publish(build_tf_message(self._factory, static))
             self._static_frames.add(result.frame_id)
-        for topic, msg in builder.image_messages(result):
-            self._output_publishers[topic].publish(msg)
-        pose_outputs = builder.pose_outputs(result)
-        for topic, msg in pose_outputs.messages:
-            self._output_publishers[topic].publish(msg)
-        if pose_outputs.transforms:
-            self._tf_publisher.publish(build_tf_message(self._factory, pose_outputs.transforms))
+        pose_outputs, ordered = builder.frame_messages(result)
+        for topic, msg in ordered:  # /tf first: the stamp's TF exists before its images and clouds
+            publisher = self._tf_publisher if topic == TF_TOPIC else self._output_publishers[topic]
+            publisher.publish(msg)
         self._tf_note = pose_outputs.tf_note
+        if pose_outputs.non_metric_tf and not self._non_metric_logged:
+            self._non_metric_logged = True
+            self.get_logger().warn(NON_METRIC_NOTE.format(source=self._settings["scale_source"]))
         if pose_outputs.estimate is not None:
             T_cam = pose_outputs.estimate.T_estimate_cam
             self._trajectory.append((result.stamp_ns, T_cam))
-            keep = ~np.asarray(result.point_is_dynamic, dtype=bool)
-            self._map.add(T_cam, result.points[keep], result.colors[keep])
+            if self._settings["map_accumulate"]:
+                keep = ~np.asarray(result.point_is_dynamic, dtype=bool)
+                self._map.add(T_cam, result.points[keep], result.colors[keep])
         now_ns = self.get_clock().now().nanoseconds
         self._latency_ms.add((now_ns - result.stamp_ns) / 1e6)
         self._output_rate.tick(now_ns)
@@ -753,6 +943,7 @@ class Page4dNode(LifecycleNode):
         response.success = True
         response.message = (
             f"saved {len(points)} points to {ply_path} and {len(self._trajectory)} poses to {tum_path}"
+            + ("" if self._settings["map_accumulate"] else " (map_accumulate is false: no map points kept)")
         )
         return response
 
@@ -951,6 +1142,11 @@ class Page4dNode(LifecycleNode):
             tf_status.values["conflict"] = str(bool(builder.conflicts.conflicts)).lower()
             for conflict in builder.conflicts.conflicts.values():
                 tf_status.escalate(diagnostics.ERROR, conflict.describe())
+            if builder.mounting_pending:
+                tf_status.escalate(
+                    diagnostics.WARN,
+                    f"TF and odometry wait for the camera mounting: {builder.mounting_pending}",
+                )
         records.append(tf_status)
         self._route_problems(records, fresh_problems)
         return records

@@ -10,6 +10,7 @@ here.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,8 +26,20 @@ from page4d_ros.ros.frames import (
     TfConflict,
     TfConflictDetector,
     TransformHistory,
+    body_twist,
     invert_transform,
 )
+
+TF_TOPIC = "/tf"
+"""Key of the ``tf2_msgs/TFMessage`` in :meth:`OutputBuilder.frame_messages` (absolute, not relative)."""
+
+NON_METRIC_NOTE = (
+    "scale_source is '{source}': TF and odometry are published in model units, not metres. For metric "
+    "scale set scale_source to odometry (a nav_msgs/Odometry on 'odom'), depth (a metric depth image on "
+    "'metric_depth'), camera_height (camera_height_m) or fixed (scale_factor); set require_metric_for_tf "
+    "true to withhold TF and odometry until the scale is metric."
+)
+"""The one-time message (log and diagnostics) when TF goes out in model units."""
 
 METRIC_SCALE_STATES = frozenset({"metric", "held", "fixed"})
 """``FrameResult.scale_state`` values meaning metres (measured now, measured before and held, or fixed)."""
@@ -79,6 +92,7 @@ class FrameOutputs:
     transforms: list[Any] = field(default_factory=list)
     estimate: PoseEstimate | None = None
     tf_note: str = ""
+    non_metric_tf: bool = False
 
 
 class OutputBuilder:
@@ -100,6 +114,11 @@ class OutputBuilder:
         # PoseStamped messages of the path, built once per frame (rebuilding 2000 poses per frame: ~0.1 s).
         self.path: deque[Any] = deque(maxlen=settings["path_max_poses"])
         self.last_tf_stamp_ns: int | None = None
+        self.mounting_pending = ""
+        """Non-empty while pose outputs wait for the camera mounting (tf2 lookup): what is awaited."""
+        self.robot_odometry_lookup: Callable[[int, int], np.ndarray | None] | None = None
+        """``(stamp_ns, tolerance_ns) -> T_odom_base`` from tf2 (tf_mode map); None: ``robot_odometry``."""
+        self._previous_base: tuple[int, np.ndarray] | None = None
         mode = settings["tf_mode"]
         if mode == "odom":
             self.conflicts.own(settings["odom_frame"], settings["base_frame"])
@@ -123,11 +142,13 @@ class OutputBuilder:
         """Replace the camera mounting (e.g. from tf2) before the first pose is anchored."""
         self.T_base_optical = np.asarray(T_base_optical, dtype=np.float64)
         self.anchor = PoseAnchor(self.T_base_optical)
+        self.mounting_pending = ""
 
     def restart_time(self) -> None:
         """Forget TF stamps after time jumped backwards (bag loop, simulator restart); keeps the anchor."""
         self.gate = StampGate()
         self.path.clear()
+        self._previous_base = None
 
     def needs_robot_odometry(self, parent: str, child: str) -> bool:
         """True for the robot's ``odom -> base`` edge in tf_mode map (pass its matrix to observe)."""
@@ -142,19 +163,35 @@ class OutputBuilder:
             self.robot_odometry.add(stamp_ns, T)
         return self.conflicts.observe(parent, child, stamp_ns)
 
-    def static_transforms(self, optical_frame: str) -> list[Any]:
-        """``base_frame -> optical_frame`` for /tf_static (only when publish_optical_static_tf is set)."""
+    def static_transforms(self, optical_frame: str, stamp_ns: int) -> list[Any]:
+        """``base_frame -> optical_frame`` for /tf_static (only when publish_optical_static_tf is set),
+        stamped ``stamp_ns`` (the first image's: a bag player starts there, not in 1970)."""
         if not self.settings["publish_optical_static_tf"]:
             return []
         if self.conflicts.is_blocked(optical_frame):
             return []
         self.conflicts.own(self.settings["base_frame"], optical_frame)
-        self.conflicts.record_published(optical_frame, 0)
+        self.conflicts.record_published(optical_frame, stamp_ns)
         return [
             messages.build_transform_stamped(
-                self.factory, 0, self.settings["base_frame"], optical_frame, self.T_base_optical
+                self.factory, stamp_ns, self.settings["base_frame"], optical_frame, self.T_base_optical
             )
         ]
+
+    def frame_messages(self, result: FrameResult) -> tuple[FrameOutputs, list[tuple[str, Any]]]:
+        """Every message of one result in publishing order, and its pose outputs.
+
+        ``/tf`` (key :data:`TF_TOPIC`) comes first, then the pose topics, then images, camera infos and
+        clouds: a consumer that looks the TF of an image's stamp up without a message filter finds it
+        instead of an "extrapolation into the future".
+        """
+        pose_outputs = self.pose_outputs(result)
+        ordered: list[tuple[str, Any]] = []
+        if pose_outputs.transforms:
+            ordered.append((TF_TOPIC, messages.build_tf_message(self.factory, pose_outputs.transforms)))
+        ordered += pose_outputs.messages
+        ordered += self.image_messages(result)
+        return pose_outputs, ordered
 
     def image_messages(self, result: FrameResult) -> list[tuple[str, Any]]:
         """Images, camera infos and clouds of one result, each with the source header (stamp, frame)."""
@@ -205,10 +242,14 @@ class OutputBuilder:
         """Pose messages and TF of one result (empty with a note when the pose cannot be published yet)."""
         s, f = self.settings, self.factory
         outputs = FrameOutputs()
+        if self.mounting_pending:
+            outputs.tf_note = f"waiting for the camera mounting: {self.mounting_pending}; poses withheld"
+            return outputs
         tolerance_ns = int(s["transform_tolerance"] * 1e9)
         robot_T_odom_base = None
         if s["tf_mode"] == "map":
-            robot_T_odom_base = self.robot_odometry.lookup(result.stamp_ns, tolerance_ns)
+            lookup = self.robot_odometry_lookup or self.robot_odometry.lookup
+            robot_T_odom_base = lookup(result.stamp_ns, tolerance_ns)
             if robot_T_odom_base is None and not self.anchor.anchored:
                 outputs.tf_note = (
                     f"waiting for the robot's {s['odom_frame']} -> {s['base_frame']} transform (tf_mode map)"
@@ -228,17 +269,41 @@ class OutputBuilder:
             outputs.messages.append(("path", messages.build_path(f, result.stamp_ns, frame, self.path)))
         metric_ok = is_metric(result) or not s["require_metric_for_tf"]
         if not metric_ok:
-            outputs.tf_note = f"scale is '{result.scale_state}', not metric: TF and odometry withheld"
+            outputs.tf_note = (
+                f"scale is '{result.scale_state}', not metric: TF and odometry withheld "
+                "(require_metric_for_tf is true)"
+            )
             return outputs
+        outputs.non_metric_tf = not is_metric(result)
         if s["publish_odometry"]:
             odometry = messages.build_odometry(
-                f, result.stamp_ns, frame, s["base_frame"], estimate.T_estimate_base, covariance
+                f,
+                result.stamp_ns,
+                frame,
+                s["base_frame"],
+                estimate.T_estimate_base,
+                covariance,
+                *self._twist(result.stamp_ns, estimate.T_estimate_base),
             )
             outputs.messages.append(("odometry", odometry))
         outputs.transforms = self._transforms(
             result.stamp_ns, estimate, robot_T_odom_base, tolerance_ns, outputs
         )
         return outputs
+
+    def _twist(
+        self, stamp_ns: int, T_estimate_base: np.ndarray
+    ) -> tuple[tuple[np.ndarray, np.ndarray] | None, np.ndarray | None]:
+        """The base twist from the previous published pose, and its covariance (None: unknown)."""
+        previous, self._previous_base = self._previous_base, (stamp_ns, T_estimate_base)
+        if previous is None or stamp_ns <= previous[0]:
+            return None, None
+        dt_s = (stamp_ns - previous[0]) / 1e9
+        # Two independent pose errors over dt: variance 2 sigma^2 / dt^2 per axis.
+        variances = [2.0 * (self.settings["pose_position_sigma_m"] / dt_s) ** 2] * 3 + [
+            2.0 * (self.settings["pose_rotation_sigma_rad"] / dt_s) ** 2
+        ] * 3
+        return body_twist(previous[1], T_estimate_base, dt_s), np.diag(variances).reshape(-1)
 
     def _transforms(
         self,

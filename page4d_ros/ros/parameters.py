@@ -220,8 +220,9 @@ _NODE_PARAMETERS: tuple[ParameterSpec, ...] = (
     ),
     ParameterSpec(
         "require_metric_for_tf",
-        True,
-        "Publish no TF/odometry while the scale is not metric (Nav2, nvblox and rtabmap assume metres).",
+        False,
+        "Withhold TF/odometry while the scale is not metric (opt-in; Nav2, nvblox and rtabmap assume "
+        "metres). false: publish them in model units with a WARN in page4d: scale.",
         tunable=True,
     ),
     ParameterSpec(
@@ -260,6 +261,13 @@ _NODE_PARAMETERS: tuple[ParameterSpec, ...] = (
         "path_max_poses", 2000, "Newest poses kept in path.", tunable=True, range=Range(1, 1_000_000)
     ),
     ParameterSpec(
+        "map_accumulate",
+        False,
+        "Accumulate the static points of every frame for the ~/save map (costs worker time; off: ~/save "
+        "writes the trajectory and an empty map).",
+        tunable=True,
+    ),
+    ParameterSpec(
         "map_max_points",
         2_000_000,
         "Points kept for ~/save (voxel-thinned beyond).",
@@ -281,6 +289,14 @@ _NODE_PARAMETERS: tuple[ParameterSpec, ...] = (
         1.0,
         "Seconds between /diagnostics messages.",
         range=Range(0.0, low_open=True),
+    ),
+    ParameterSpec(
+        "idle_flush_s",
+        1.0,
+        "After this many seconds without a new frame, run the buffered frames as a window and publish "
+        "them (a paused stream's last frames); 0 disables.",
+        tunable=True,
+        range=Range(0.0),
     ),
 )
 
@@ -544,6 +560,7 @@ NODE_PARAMETER_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "input_queue_depth",
             "frame_queue_size",
             "expected_input_rate_hz",
+            "idle_flush_s",
         ),
     ),
     (
@@ -582,7 +599,10 @@ NODE_PARAMETER_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "pose_rotation_sigma_rad",
         ),
     ),
-    ("Services and diagnostics", ("map_max_points", "map_voxel_size", "save_dir", "diagnostics_period")),
+    (
+        "Services and diagnostics",
+        ("map_accumulate", "map_max_points", "map_voxel_size", "save_dir", "diagnostics_period"),
+    ),
 )
 """How ``config/page4d.yaml`` groups the node's own parameters (pipeline ones follow, in field order)."""
 

@@ -8,24 +8,52 @@ from __future__ import annotations
 
 import bisect
 import threading
-from collections import deque
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 import numpy as np
 
-from page4d_ros.pipeline.types import CameraCalibration
+from page4d_ros.pipeline.types import CameraCalibration, Frame
 
 Item = TypeVar("Item")
+
+
+@dataclass
+class QueuedFrame:
+    """A frame on its way to the worker with what happened before it in the stream.
+
+    ``time_jump_back``: the stream's time jumped backwards just before this frame (bag loop, simulator
+    restart); the worker flushes the older frames and restarts the TF stamps before it processes this one,
+    so the event is applied in stream order, never ahead of older queued frames. ``received_s`` is the
+    ``time.monotonic()`` of reception (how long the worker may wait for its CameraInfo).
+    """
+
+    frame: Frame
+    time_jump_back: bool = False
+    received_s: float = 0.0
+
+
+def carry_time_jump(evicted: QueuedFrame, following: QueuedFrame) -> QueuedFrame:
+    """When ``evicted`` is dropped by a full queue, its time jump moves to the frame after it."""
+    if evicted.time_jump_back:
+        following.time_jump_back = True
+    return following
 
 
 class DropOldestQueue(Generic[Item]):
     """Thread-safe bounded FIFO: ``put`` never blocks and evicts the oldest item when full."""
 
-    def __init__(self, capacity: int) -> None:
+    def __init__(self, capacity: int, carry: Callable[[Item, Item], Item] | None = None) -> None:
+        """``carry(evicted, next_item)`` returns what replaces the new oldest item when one is evicted (so
+        an event an evicted item carried, such as a time jump, reaches the next one)."""
         if capacity < 1:
             raise ValueError(f"queue capacity must be >= 1, got {capacity}")
         self._items: deque[Item] = deque()
         self._capacity = capacity
+        self._carry = carry
         self._condition = threading.Condition()
         self.dropped = 0
         self.enqueued = 0
@@ -39,8 +67,13 @@ class DropOldestQueue(Generic[Item]):
         with self._condition:
             evicted = len(self._items) >= self._capacity
             if evicted:
-                self._items.popleft()
+                oldest = self._items.popleft()
                 self.dropped += 1
+                if self._carry is not None:
+                    if self._items:
+                        self._items[0] = self._carry(oldest, self._items[0])
+                    else:
+                        item = self._carry(oldest, item)
             self._items.append(item)
             self.enqueued += 1
             self._condition.notify()
@@ -62,10 +95,14 @@ class DropOldestQueue(Generic[Item]):
 
 
 class CameraInfoCache:
-    """Pairs images with calibrations, either the latest per frame id or by stamp within a slop.
+    """Pairs images with calibrations: the latest per frame id, or synchronised by stamp.
 
-    ``mode`` ``latest`` is robust to drivers with unsynchronised or zero CameraInfo stamps; ``synchronized``
-    returns the calibration whose stamp is nearest the image's, if within ``slop_ns``.
+    ``mode`` ``latest`` is robust to drivers with unsynchronised or zero CameraInfo stamps. ``synchronized``
+    returns the calibration paired with the image: one that :meth:`pair` recorded for the image's stamp (the
+    node records the pairs of ``message_filters.ApproximateTimeSynchronizer`` there when it is installed),
+    else the info of the image's frame id whose stamp is nearest, if within ``slop_ns``. Pairing happens
+    when the worker takes the frame (:meth:`wait_lookup`), so an info that arrives after its image (an
+    image_transport CameraPublisher publishes the image first) still pairs.
     """
 
     def __init__(self, mode: str = "latest", slop_ns: int = 10_000_000, history: int = 32) -> None:
@@ -74,13 +111,14 @@ class CameraInfoCache:
         self.mode = mode
         self.slop_ns = slop_ns
         self._history = history
-        self._lock = threading.Lock()
+        self._condition = threading.Condition()
         self._by_frame: dict[str, tuple[list[int], list[CameraCalibration]]] = {}
+        self._paired: OrderedDict[tuple[str, int], CameraCalibration] = OrderedDict()
         self.received = 0
 
     def add(self, frame_id: str, stamp_ns: int, calibration: CameraCalibration) -> None:
         """Store a calibration received for ``frame_id`` at ``stamp_ns``."""
-        with self._lock:
+        with self._condition:
             stamps, calibrations = self._by_frame.setdefault(frame_id, ([], []))
             index = bisect.bisect_right(stamps, stamp_ns)
             stamps.insert(index, stamp_ns)
@@ -89,43 +127,119 @@ class CameraInfoCache:
                 del stamps[0]
                 del calibrations[0]
             self.received += 1
+            self._condition.notify_all()
+
+    def pair(self, image_frame_id: str, image_stamp_ns: int, calibration: CameraCalibration) -> None:
+        """Record the calibration a synchroniser paired with the image of ``image_frame_id`` at a stamp."""
+        with self._condition:
+            self._paired[(image_frame_id, int(image_stamp_ns))] = calibration
+            while len(self._paired) > 4 * self._history:
+                self._paired.popitem(last=False)
+            self._condition.notify_all()
 
     def has_any(self) -> bool:
         """True once any calibration arrived."""
-        with self._lock:
-            return bool(self._by_frame)
+        with self._condition:
+            return bool(self._by_frame) or bool(self._paired)
+
+    def frame_ids(self) -> list[str]:
+        """Frame ids that calibrations arrived for."""
+        with self._condition:
+            return sorted(self._by_frame)
 
     def lookup(self, frame_id: str, stamp_ns: int) -> CameraCalibration | None:
         """The calibration for an image of ``frame_id`` taken at ``stamp_ns``, or None."""
-        with self._lock:
+        with self._condition:
+            return self._lookup_locked(frame_id, stamp_ns)
+
+    def wait_lookup(self, frame_id: str, stamp_ns: int, deadline_s: float) -> CameraCalibration | None:
+        """:meth:`lookup`, waiting until ``deadline_s`` (``time.monotonic()``) for an info on its way."""
+        with self._condition:
+            while True:
+                found = self._lookup_locked(frame_id, stamp_ns)
+                remaining = deadline_s - time.monotonic()
+                if found is not None or remaining <= 0:
+                    return found
+                self._condition.wait(remaining)
+
+    def _lookup_locked(self, frame_id: str, stamp_ns: int) -> CameraCalibration | None:
+        if self.mode == "synchronized":
+            paired = self._paired.get((frame_id, int(stamp_ns)))
+            if paired is not None:
+                return paired
+        entry = self._by_frame.get(frame_id)
+        if entry is None:
+            return None
+        stamps, calibrations = entry
+        if self.mode == "latest":
+            return calibrations[-1]
+        index = bisect.bisect_left(stamps, stamp_ns)
+        candidates = [i for i in (index - 1, index) if 0 <= i < len(stamps)]
+        best = min(candidates, key=lambda i: abs(stamps[i] - stamp_ns))
+        return calibrations[best] if abs(stamps[best] - stamp_ns) <= self.slop_ns else None
+
+    def explain_missing(self, frame_id: str, stamp_ns: int) -> str:
+        """Why no calibration pairs with an image of ``frame_id`` at ``stamp_ns`` although infos arrived."""
+        with self._condition:
             entry = self._by_frame.get(frame_id)
             if entry is None:
-                return None
-            stamps, calibrations = entry
-            if self.mode == "latest":
-                return calibrations[-1]
-            index = bisect.bisect_left(stamps, stamp_ns)
-            candidates = [i for i in (index - 1, index) if 0 <= i < len(stamps)]
-            best = min(candidates, key=lambda i: abs(stamps[i] - stamp_ns))
-            return calibrations[best] if abs(stamps[best] - stamp_ns) <= self.slop_ns else None
+                others = sorted(self._by_frame)
+                return (
+                    f"camera_info arrives for frame id(s) {others} but the image is in '{frame_id}': "
+                    "using the predicted intrinsics; publish the CameraInfo with the image's frame id"
+                )
+            nearest = min(abs(stamp - stamp_ns) for stamp in entry[0])
+            return (
+                f"no camera_info of '{frame_id}' within camera_info_slop_s of image stamp {stamp_ns} ns "
+                f"(nearest {nearest / 1e6:.1f} ms away): using the predicted intrinsics; raise "
+                "camera_info_slop_s or use camera_info_mode latest"
+            )
 
     def clear(self) -> None:
         """Forget every calibration."""
-        with self._lock:
+        with self._condition:
             self._by_frame.clear()
+            self._paired.clear()
+
+
+def _camera_info_field(msg: Any, name: str) -> Any:
+    """A CameraInfo field by its ROS 2 name, or the upper-case ROS 1 name (``k`` -> ``K``) of a ROS 1 bag."""
+    return getattr(msg, name) if hasattr(msg, name) else getattr(msg, name.upper())
 
 
 def calibration_from_camera_info(msg: Any) -> CameraCalibration:
-    """A :class:`CameraCalibration` from a CameraInfo message (rclpy or rosbags); ValueError if unusable."""
-    K = np.asarray(msg.k, dtype=np.float64).reshape(3, 3)
+    """The calibration of the image a CameraInfo describes (rclpy, rosbags ROS 2 or ROS 1 messages).
+
+    As ``image_geometry.PinholeCameraModel`` does: the node expects rectified images, so the intrinsics are
+    the projection ``P[:3, :3]`` (``K`` and ``D`` describe the raw image; ``D`` is then not applied and the
+    calibration is distortion-free). Only when ``P`` is all zero (a driver that fills K only) ``K`` and
+    ``D`` are used. ``roi`` (all zero: the full image) moves the principal point by its offset and
+    ``binning_x/y`` (0 or 1: none) divide focal length and principal point, so the calibration and its
+    size are those of the image actually published (``roi`` size / binning). Raises ValueError if unusable.
+    """
+    P = np.asarray(_camera_info_field(msg, "p"), dtype=np.float64).reshape(-1)
+    K_raw = np.asarray(_camera_info_field(msg, "k"), dtype=np.float64).reshape(3, 3)
+    rectified = P.size == 12 and bool(np.any(P))
+    K = P.reshape(3, 4)[:, :3].copy() if rectified else K_raw.copy()
     if K[2, 2] == 0.0 or not np.any(K):
         raise ValueError(
             "camera_info has an all-zero K (uncalibrated camera); calibrate it or publish no info"
         )
+    width, height = int(msg.width), int(msg.height)
+    roi = msg.roi
+    x_offset, y_offset = int(roi.x_offset), int(roi.y_offset)
+    roi_width, roi_height = int(roi.width), int(roi.height)
+    if (x_offset, y_offset, roi_width, roi_height) == (0, 0, 0, 0):
+        roi_width, roi_height = width, height
+    binning_x, binning_y = max(1, int(msg.binning_x)), max(1, int(msg.binning_y))
+    K[0, 2] -= x_offset
+    K[1, 2] -= y_offset
+    K[0, :] /= binning_x
+    K[1, :] /= binning_y
     return CameraCalibration(
         K=K,
-        width=int(msg.width),
-        height=int(msg.height),
+        width=roi_width // binning_x,
+        height=roi_height // binning_y,
         distortion_model=str(msg.distortion_model),
-        D=np.asarray(msg.d, dtype=np.float64),
+        D=np.zeros(0) if rectified else np.asarray(_camera_info_field(msg, "d"), dtype=np.float64),
     )

@@ -21,13 +21,14 @@ from typing import Any
 import numpy as np
 
 from page4d_ros.pipeline.config import parse_override
-from page4d_ros.pipeline.types import CameraCalibration, Frame
+from page4d_ros.pipeline.types import Frame
 from page4d_ros.ros import conversions
+from page4d_ros.ros.frames import optical_position_from_odometry
 from page4d_ros.ros.messages import RosbagsMessageFactory, build_tf_message
-from page4d_ros.ros.outputs import TOPIC_TYPES, OutputBuilder
+from page4d_ros.ros.outputs import NON_METRIC_NOTE, TF_TOPIC, TOPIC_TYPES, OutputBuilder
 from page4d_ros.ros.parameters import load_parameters_file, validate_parameters
 from page4d_ros.ros.pipeline_factory import build_pipeline
-from page4d_ros.ros.scheduling import CameraInfoCache
+from page4d_ros.ros.scheduling import CameraInfoCache, calibration_from_camera_info
 
 IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
 
@@ -44,26 +45,8 @@ class BagSummary:
     camera_info_topic: str = ""
 
 
-def _field(msg: Any, name: str) -> Any:
-    """A message field by its ROS 2 name, falling back to the upper-case ROS 1 name (``k`` -> ``K``)."""
-    return getattr(msg, name) if hasattr(msg, name) else getattr(msg, name.upper())
-
-
 def _stamp_ns(header: Any) -> int:
     return conversions.sec_nanosec_to_stamp(header.stamp.sec, header.stamp.nanosec)
-
-
-def _calibration(msg: Any) -> CameraCalibration:
-    K = np.asarray(_field(msg, "k"), dtype=np.float64).reshape(3, 3)
-    if not np.any(K):
-        raise ValueError("camera_info has an all-zero K (uncalibrated camera)")
-    return CameraCalibration(
-        K=K,
-        width=int(msg.width),
-        height=int(msg.height),
-        distortion_model=str(msg.distortion_model),
-        D=np.asarray(_field(msg, "d"), dtype=np.float64),
-    )
 
 
 def _pick_topic(
@@ -190,25 +173,33 @@ def process_bag(
 
             static_frames: set[str] = set()
             final_path: list[tuple[Any, int]] = []
+            warned_non_metric: list[bool] = []
+
+            def write_static(frame_id: str, stamp_ns: int) -> None:
+                """``base -> optical`` on /tf_static once per optical frame, at its first image's stamp."""
+                if frame_id in static_frames:
+                    return
+                static_frames.add(frame_id)
+                static = builder.static_transforms(frame_id, stamp_ns)
+                if static:
+                    write("/tf_static", "tf2_msgs/msg/TFMessage", build_tf_message(factory, static), stamp_ns)
 
             def publish(results: list[Any]) -> None:
                 for result in results:
-                    if result.frame_id not in static_frames:
-                        static = builder.static_transforms(result.frame_id)
-                        if static:
-                            write(
-                                "/tf_static", "tf2_msgs/msg/TFMessage", build_tf_message(factory, static), 0
-                            )
-                        static_frames.add(result.frame_id)
-                    pose_outputs = builder.pose_outputs(result)
-                    for topic, msg in builder.image_messages(result) + pose_outputs.messages:
-                        if topic == "path":  # the path grows with every frame: only the final one is written
+                    pose_outputs, ordered = builder.frame_messages(result)
+                    if pose_outputs.non_metric_tf and not warned_non_metric:
+                        warned_non_metric.append(True)
+                        print(
+                            f"page4d-bag: {NON_METRIC_NOTE.format(source=settings['scale_source'])}",
+                            file=sys.stderr,
+                        )
+                    for topic, msg in ordered:
+                        if topic == TF_TOPIC:
+                            write(TF_TOPIC, "tf2_msgs/msg/TFMessage", msg, result.stamp_ns)
+                        elif topic == "path":  # it grows with every frame: only the final one is written
                             final_path[:] = [(msg, result.stamp_ns)]
-                            continue
-                        write(f"{namespace}/{topic}", TOPIC_TYPES[topic], msg, result.stamp_ns)
-                    if pose_outputs.transforms:
-                        tf = build_tf_message(factory, pose_outputs.transforms)
-                        write("/tf", "tf2_msgs/msg/TFMessage", tf, result.stamp_ns)
+                        else:
+                            write(f"{namespace}/{topic}", TOPIC_TYPES[topic], msg, result.stamp_ns)
                     summary.frames_published += 1
 
             progress = tqdm(
@@ -220,14 +211,19 @@ def process_bag(
                 if connection == info_connection:
                     try:
                         frame_id = msg.header.frame_id or settings["camera_optical_frame"]
-                        camera_infos.add(frame_id, _stamp_ns(msg.header), _calibration(msg))
+                        camera_infos.add(frame_id, _stamp_ns(msg.header), calibration_from_camera_info(msg))
                     except ValueError as error:
                         summary.rejected[f"bad_camera_info: {error}"] += 1
                 elif connection == odom_connection:
-                    position = msg.pose.pose.position
+                    pose = msg.pose.pose
+                    p, q = pose.position, pose.orientation
                     try:
+                        T_odom_base = conversions.translation_quaternion_to_matrix(
+                            (p.x, p.y, p.z), (q.x, q.y, q.z, q.w)
+                        )
                         pipeline.add_odometry(
-                            _stamp_ns(msg.header), np.array([position.x, position.y, position.z])
+                            _stamp_ns(msg.header),
+                            optical_position_from_odometry(T_odom_base, builder.T_base_optical),
                         )
                     except ValueError:
                         summary.rejected["bad_odometry"] += 1
@@ -284,6 +280,7 @@ def process_bag(
                         summary.rejected["missing_camera_info"] += 1
                         continue
                     last_stamp = stamp_ns
+                    write_static(frame_id, stamp_ns)
                     publish(
                         pipeline.push(
                             Frame(rgb=rgb, stamp_ns=stamp_ns, frame_id=frame_id, calibration=calibration)

@@ -39,7 +39,6 @@ def fast_node_parameters(checkpoint: Path, **overrides: Any) -> dict[str, Any]:
         "window_stride": 2,
         "model_long_side": 112,
         "frame_queue_size": 32,
-        "require_metric_for_tf": False,
         "publish_optical_static_tf": True,
         "base_frame": "camera_link",
         "diagnostics_period": 0.5,

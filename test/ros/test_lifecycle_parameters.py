@@ -238,6 +238,7 @@ def test_activation_waits_for_the_previous_worker(make_node, tiny_checkpoint, ro
 
     from page4d_ros.pipeline.types import Frame
     from page4d_ros.ros import node as node_module
+    from page4d_ros.ros.scheduling import QueuedFrame
 
     monkeypatch.setattr(node_module, "WORKER_JOIN_TIMEOUT_S", 0.3, raising=False)
     node = make_node(ros_helpers.fast_node_parameters(tiny_checkpoint)).node
@@ -251,7 +252,8 @@ def test_activation_waits_for_the_previous_worker(make_node, tiny_checkpoint, ro
         return []
 
     monkeypatch.setattr(node, "_process", slow_window)
-    node._queue.put(Frame(rgb=np.zeros((48, 64, 3), np.uint8), stamp_ns=1, frame_id="camera_optical_frame"))
+    frame = Frame(rgb=np.zeros((48, 64, 3), np.uint8), stamp_ns=1, frame_id="camera_optical_frame")
+    node._queue.put(QueuedFrame(frame))
     assert inside.wait(10.0)
     assert state(node.trigger_deactivate, node) == "inactive"
     assert state(node.trigger_activate, node) == "inactive", "activated beside a running worker"

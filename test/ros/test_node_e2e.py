@@ -57,7 +57,11 @@ def test_node_outputs_services_and_tf_over_dds(
 ):
     seq = synthetic_sequence
     ns = ros_helpers.NAMESPACE
-    node = start_node(ros_helpers.fast_node_parameters(tiny_checkpoint, save_dir=str(tmp_path / "saved")))
+    node = start_node(
+        ros_helpers.fast_node_parameters(
+            tiny_checkpoint, save_dir=str(tmp_path / "saved"), map_accumulate=True
+        )
+    )
     for topic, msg_type in IMAGE_TOPICS.items():
         probe.subscribe(f"{ns}/{topic}", msg_type, key=topic)
     probe.subscribe(f"{ns}/depth/image", Image, qos=BEST_EFFORT, key="depth_best_effort")

@@ -232,7 +232,7 @@ def test_compressed_input_and_metric_scale_enable_tf(
     from tf2_msgs.msg import TFMessage
 
     seq, h = synthetic_sequence, ros_helpers
-    # require_metric_for_tf is on (the default): a fixed scale makes the outputs metric, so TF flows.
+    # require_metric_for_tf is on (opted in): a fixed scale makes the outputs metric, so TF flows.
     node = start_node(
         h.fast_node_parameters(
             tiny_checkpoint,

@@ -207,8 +207,8 @@ def test_output_builder_toggles_and_static_points():
 
 def test_metric_gating_and_tf_none():
     gated = OutputBuilder(
-        messages.RclpyMessageFactory(), validate_parameters({})
-    )  # require_metric_for_tf true
+        messages.RclpyMessageFactory(), validate_parameters({"require_metric_for_tf": True})
+    )
     outputs = gated.pose_outputs(make_result(5, np.eye(4), scale_state="model_units"))
     assert [t for t, _ in outputs.messages] == ["camera_pose", "path"] and outputs.transforms == []
     assert "not metric" in outputs.tf_note

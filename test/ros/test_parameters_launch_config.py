@@ -26,6 +26,7 @@ LAUNCH_ARGUMENTS_REQUIRED = {
     "base_frame",
     "odom_frame",
     "scale_source",
+    "require_metric_for_tf",
     "use_sim_time",
     "autostart",
     "log_level",

@@ -54,7 +54,17 @@ def test_camera_info_pairing():
 
 
 def test_calibration_from_camera_info():
-    msg = SimpleNamespace(k=K.reshape(-1), width=32, height=24, distortion_model="plumb_bob", d=[0.0] * 5)
+    msg = SimpleNamespace(
+        k=K.reshape(-1),
+        p=np.zeros(12),
+        width=32,
+        height=24,
+        distortion_model="plumb_bob",
+        d=[0.0] * 5,
+        binning_x=0,
+        binning_y=0,
+        roi=SimpleNamespace(x_offset=0, y_offset=0, width=0, height=0),
+    )
     calibration = calibration_from_camera_info(msg)
     np.testing.assert_array_equal(calibration.K, K)
     assert (calibration.width, calibration.height) == (32, 24)

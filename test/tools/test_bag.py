@@ -38,7 +38,6 @@ def params_file(tmp_path: Path, tiny_checkpoint: Path) -> Path:
         "window_size": 4,
         "window_stride": 2,
         "model_long_side": 112,
-        "require_metric_for_tf": False,
         "publish_optical_static_tf": True,
     }
     path = tmp_path / "params.yaml"
@@ -253,3 +252,100 @@ def test_bag_tool_skips_unusable_messages_and_keeps_going(params_file, sequence,
     summary = bag.process_bag(path, tmp_path / "out", settings, odom_topic="/odom", show_progress=False)
     assert (summary.images_read, summary.frames_published) == (7, 6)
     assert dict(summary.rejected) == {"invalid_frame": 1, "bad_odometry": 1}
+
+
+def write_camera_bag(path: Path, sequence, info_for, frames: int = 6, shrink: int = 1) -> None:
+    """An MCAP bag of ``frames`` images (every ``shrink``-th pixel) and the CameraInfo ``info_for(index)``."""
+    from rosbags.rosbag2 import StoragePlugin, Writer
+    from rosbags.typesys import Stores, get_typestore
+
+    from page4d_ros.ros.messages import RosbagsMessageFactory, build_header, build_image
+
+    store = get_typestore(Stores.ROS2_JAZZY)
+    factory = RosbagsMessageFactory(store)
+    with Writer(path, version=9, storage_plugin=StoragePlugin.MCAP) as writer:
+        image_conn = writer.add_connection("/cam/image_rect", "sensor_msgs/msg/Image", typestore=store)
+        info_conn = writer.add_connection("/cam/camera_info", "sensor_msgs/msg/CameraInfo", typestore=store)
+        for index in range(frames):
+            t = int(sequence.stamps_ns[index])
+            header = build_header(factory, t, "cam_optical")
+            info = info_for(store, header, index)
+            writer.write(info_conn, t, store.serialize_cdr(info, "sensor_msgs/msg/CameraInfo"))
+            rgb = np.ascontiguousarray(sequence.rgb[index][::shrink, ::shrink])
+            image = build_image(factory, header, rgb, "rgb8")
+            writer.write(image_conn, t, store.serialize_cdr(image, "sensor_msgs/msg/Image"))
+
+
+def camera_info(store, header, K, P, D, width, height, binning=0):
+    """A rosbags CameraInfo with the given matrices (R identity, full-image roi)."""
+    types = store.types
+    return types["sensor_msgs/msg/CameraInfo"](
+        header=header,
+        height=height,
+        width=width,
+        distortion_model="plumb_bob",
+        d=np.asarray(D, dtype=np.float64),
+        k=np.asarray(K, dtype=np.float64).reshape(9),
+        r=np.eye(3).reshape(9),
+        p=np.asarray(P, dtype=np.float64).reshape(12),
+        binning_x=binning,
+        binning_y=binning,
+        roi=types["sensor_msgs/msg/RegionOfInterest"](
+            x_offset=0, y_offset=0, height=0, width=0, do_rectify=False
+        ),
+    )
+
+
+def test_bag_tool_calibrates_rectified_binned_input_from_p_and_stamps_tf_static(
+    params_file, sequence, tmp_path
+):
+    settings = bag.validate_parameters(bag.load_parameters_file(params_file))
+
+    def rectified_binned(store, header, index):
+        # A 2x2-binned stream of a 160x120 calibration: P is the rectified camera, K and D the raw one.
+        K = sequence.K[index]
+        K_raw = K * [[1.07], [1.07], [1.0]] + [[0, 0, 3.0], [0, 0, -2.0], [0, 0, 0]]
+        P = np.hstack([K, np.zeros((3, 1))])
+        return camera_info(store, header, K_raw, P, [-0.3, 0.1, 0.0, 0.0, 0.0], 160, 120, binning=2)
+
+    def plain_quarter(store, header, index):
+        # The same camera described directly at 80x60, as image_geometry scales it: fx / 2, cx / 2.
+        K = sequence.K[index] * [[0.5], [0.5], [1.0]]
+        return camera_info(store, header, K, np.hstack([K, np.zeros((3, 1))]), np.zeros(5), 80, 60)
+
+    outputs = {}
+    for name, info_for in (("binned", rectified_binned), ("plain", plain_quarter)):
+        write_camera_bag(tmp_path / f"in_{name}", sequence, info_for, shrink=2)
+        summary = bag.process_bag(tmp_path / f"in_{name}", tmp_path / name, settings, show_progress=False)
+        assert summary.frames_published == 6 and not summary.rejected, (name, summary.rejected)
+        outputs[name] = read_bag(tmp_path / name)
+    binned_info = outputs["binned"]["/page4d/depth/camera_info"][0][1]
+    plain_info = outputs["plain"]["/page4d/depth/camera_info"][0][1]
+    np.testing.assert_allclose(binned_info.k, plain_info.k, rtol=1e-12)
+
+    topics = outputs["binned"]
+    first_stamp = int(sequence.stamps_ns[0])
+    ((log_time, static),) = topics["/tf_static"]
+    assert log_time == first_stamp and [stamp(t) for t in static.transforms] == [first_stamp]
+
+
+def test_bag_tool_writes_each_stamps_tf_before_its_images(input_bag, params_file, tmp_path, monkeypatch):
+    from rosbags.rosbag2 import Writer
+
+    # The order of the writer's calls is the order in the file (a reader sorts by log time only).
+    order: list[tuple[int, str]] = []
+    write = Writer.write
+
+    def recording_write(self, connection, timestamp, data):
+        order.append((timestamp, connection.topic))
+        return write(self, connection, timestamp, data)
+
+    monkeypatch.setattr(Writer, "write", recording_write)
+    output = tmp_path / "out"
+    args = [str(input_bag), str(output), "--params", str(params_file), "-p", "require_metric_for_tf=false"]
+    assert bag.main([*args, "--no-progress"]) == 0
+    tf_stamps = sorted({t for t, topic in order if topic == "/tf"})
+    assert len(tf_stamps) == FRAMES
+    for stamp_ns in tf_stamps:
+        topics = [topic for t, topic in order if t == stamp_ns]
+        assert topics.index("/tf") < topics.index("/page4d/depth/image") < topics.index("/page4d/points")
