@@ -381,20 +381,24 @@ def test_two_ctrl_c_while_a_window_is_published_exit_cleanly(
     process = spawn_process(
         "-c", SLOW_PUBLISH_NODE, "--ros-args", "--params-file", str(params), env={"OMP_NUM_THREADS": "1"}
     )
-    process.log_path = tmp_path / "proc0.log"
-    probe.wait_for_state(process, "active")
+    log_path = tmp_path / "proc0.log"
+    # The node's own log says when it is active (its diagnostics would too, a period later).
+    assert probe.wait_for(
+        lambda: process.poll() is not None or "active: waiting for images" in log_path.read_text(), 120.0
+    ), log_path.read_text()[-3000:]
+    assert process.poll() is None, log_path.read_text()[-3000:]
     image_pub = probe.node.create_publisher(Image, f"{h.NAMESPACE}/image", 10)
     assert probe.wait_for(lambda: image_pub.get_subscription_count() > 0, 30.0)
     time.sleep(0.3)
     for index in range(6):
         image_pub.publish(h.image_message(seq.rgb[index], "rgb8", int(seq.stamps_ns[index]), seq.frame_id))
         time.sleep(0.1)
-    assert probe.wait_for(lambda: "window computed" in process.log_path.read_text(), 60.0)
+    assert probe.wait_for(lambda: "window computed" in log_path.read_text(), 60.0), log_path.read_text()
     os.killpg(process.pid, signal.SIGINT)
     time.sleep(0.7)
     os.killpg(process.pid, signal.SIGINT)
-    assert process.wait(timeout=30) == 0, process.log_path.read_text()[-3000:]
-    log = process.log_path.read_text()
+    assert process.wait(timeout=30) == 0, log_path.read_text()[-3000:]
+    log = log_path.read_text()
     assert "Traceback" not in log and "KeyboardInterrupt" not in log, log[-3000:]
     assert "context is invalid" not in log and "[ERROR]" not in log, log[-3000:]
     assert "worker stopped" in log, log[-3000:]

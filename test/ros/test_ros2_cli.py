@@ -97,8 +97,16 @@ def param(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
 
 
 def lifecycle(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
-    """``ros2 lifecycle ARGS`` without the daemon, discovering nodes for 2 s (0.5 s can miss one)."""
-    return ros2(env, "lifecycle", *args, "--no-daemon", "--spin-time", "2")
+    """``ros2 lifecycle ARGS`` without the daemon; asked again (3 tries) while it has not discovered the node.
+
+    ``ros2 lifecycle`` has no discovery timeout, only a fixed ``--spin-time``, which a busy machine can miss;
+    "Node not found" means nothing was sent, so asking again is safe.
+    """
+    for _ in range(3):
+        result = ros2(env, "lifecycle", *args, "--no-daemon", "--spin-time", "2")
+        if "Node not found" not in result.stdout + result.stderr:
+            break
+    return result
 
 
 class Launched:
