@@ -5,6 +5,7 @@
   checked with ``tf2_ros.Buffer.lookup_transform``, and map mode follows an odom -> base_footprint ->
   base_link chain. By default TF and odometry go out in model units with a WARN and one log line.
 - message_filters present: ``camera_info_mode: synchronized`` pairs an info that arrives after its image.
+- A backwards time jump (bag loop) into a busy worker travels with its frame: the second loop gets its TF.
 - Both hidden (one node process started with ``test/ros/without_ros_libs`` on PYTHONPATH, whose
   ``sitecustomize`` makes their import fail): the parameter mounting, the hand-read ``/tf`` and the pairing
   at dequeue run instead.
@@ -384,6 +385,17 @@ def test_without_tf2_ros_and_message_filters_the_fallbacks_run(
             matrix(pose.pose.pose.position, pose.pose.pose.orientation),
             atol=1e-6,
         )
+
+    # Infos in another frame id do not pair by hand; the predicted K is used and that is reported.
+    for index in range(count, count + 2):
+        stamp = int(seq.stamps_ns[index])
+        player.info(index, stamp, frame_id="some_other_frame")
+        player.image(index, stamp)
+        time.sleep(0.15)
+    assert probe.wait_for(
+        lambda: "some_other_frame" in probe.diagnostic_values("page4d: input").get("last_problem", ""), 30.0
+    ), probe.diagnostic_values("page4d: input")
+    assert "count_camera_info_unpaired" in probe.diagnostic_values("page4d: input")
 
 
 def test_synchronized_camera_info_with_message_filters(
