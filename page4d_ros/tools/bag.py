@@ -274,13 +274,13 @@ def process_bag(
                             write(f"{namespace}/{topic}", TOPIC_TYPES[topic], msg, result.stamp_ns)
                     summary.frames_published += 1
 
-            # With tf2 (tf_mode map) a result waits until the bag has passed its stamp by transform_tolerance,
-            # so that the robot odometry after the stamp is in the buffer and the lookup interpolates.
+            # In tf_mode map a result waits until the bag has passed its stamp by transform_tolerance, so that
+            # the robot odometry after the stamp has been read and the lookup interpolates.
             deferred: deque[Any] = deque()
             horizon_ns = int(settings["transform_tolerance"] * 1e9)
 
             def emit(results: list[Any]) -> None:
-                if tf2_odometry is None:
+                if settings["tf_mode"] != "map":
                     publish(results)
                 else:
                     deferred.extend(results)

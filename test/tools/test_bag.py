@@ -351,10 +351,17 @@ def test_bag_tool_writes_each_stamps_tf_before_its_images(input_bag, params_file
         assert topics.index("/tf") < topics.index("/page4d/depth/image") < topics.index("/page4d/points")
 
 
-def test_bag_tool_map_mode_follows_an_odom_base_footprint_base_link_chain(params_file, sequence, tmp_path):
-    pytest.importorskip(
-        "tf2_py", reason="tf2_py is not installed (scripts/setup_env.sh installs it from ../shared)"
-    )
+@pytest.mark.parametrize("with_tf2", [True, False], ids=["tf2_chain", "hand_read_edge"])
+def test_bag_tool_map_mode_follows_the_robot_odometry(params_file, sequence, tmp_path, monkeypatch, with_tf2):
+    """With tf2_py: an odom -> base_footprint -> base_link chain; without (import hidden): one direct edge."""
+    import sys
+
+    if with_tf2:
+        pytest.importorskip(
+            "tf2_py", reason="tf2_py is not installed (setup_env.sh installs it from ../shared)"
+        )
+    else:
+        monkeypatch.setitem(sys.modules, "tf2_py", None)  # import tf2_py raises ImportError, as without ROS
     from rosbags.rosbag2 import StoragePlugin, Writer
     from rosbags.typesys import Stores, get_typestore
     from scipy.spatial.transform import Rotation
@@ -381,7 +388,8 @@ def test_bag_tool_map_mode_follows_an_odom_base_footprint_base_link_chain(params
     store = get_typestore(Stores.ROS2_JAZZY)
     factory = RosbagsMessageFactory(store)
     path = tmp_path / "input"
-    T_footprint_link = rigid(0.0, [0.0, 0.0, 0.1])
+    T_footprint_link = rigid(0.0, [0.0, 0.0, 0.1]) if with_tf2 else np.eye(4)
+    parent_of_base = "base_footprint" if with_tf2 else "base_link"
     with Writer(path, version=9, storage_plugin=StoragePlugin.MCAP) as writer:
         connections = {
             topic: writer.add_connection(topic, msgtype, typestore=store)
@@ -397,12 +405,13 @@ def test_bag_tool_map_mode_follows_an_odom_base_footprint_base_link_chain(params
             writer.write(connections[topic], stamp_ns, store.serialize_cdr(message, message.__msgtype__))
 
         start = int(sequence.stamps_ns[0])
-        static = build_transform_stamped(factory, start, "base_footprint", "base_link", T_footprint_link)
-        write("/tf_static", build_tf_message(factory, [static]), start)
+        if with_tf2:
+            static = build_transform_stamped(factory, start, "base_footprint", "base_link", T_footprint_link)
+            write("/tf_static", build_tf_message(factory, [static]), start)
         for index in range(FRAMES):
             t = int(sequence.stamps_ns[index])
             for sample in (t - 30_000_000, t + 20_000_000):  # around the image: tf2 interpolates
-                edge = build_transform_stamped(factory, sample, "odom", "base_footprint", robot(sample))
+                edge = build_transform_stamped(factory, sample, "odom", parent_of_base, robot(sample))
                 write("/tf", build_tf_message(factory, [edge]), sample)
             header = build_header(factory, t, "cam_optical")
             write("/cam/camera_info", build_camera_info(factory, header, sequence.K[index], 160, 120), t)
