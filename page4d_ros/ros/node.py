@@ -500,10 +500,15 @@ class Page4dNode(LifecycleNode):
                 "base_to_optical_xyz/rpy"
             )
             return
-        T = conversions.translation_quaternion_to_matrix(
-            (transform.translation.x, transform.translation.y, transform.translation.z),
-            (transform.rotation.x, transform.rotation.y, transform.rotation.z, transform.rotation.w),
-        )
+        try:
+            T = conversions.translation_quaternion_to_matrix(
+                (transform.translation.x, transform.translation.y, transform.translation.z),
+                (transform.rotation.x, transform.rotation.y, transform.rotation.z, transform.rotation.w),
+            )
+        except ValueError as error:  # e.g. a zero quaternion in the URDF's transform: keep waiting, say why
+            base = settings["base_frame"]
+            builder.mounting_pending = f"tf2's {base} -> {optical_frame} is unusable: {error}"
+            return
         builder.set_base_to_optical(T)
         self._tf2_mounting = False
         self.get_logger().info(f"camera mounting {settings['base_frame']} -> {optical_frame} read from tf2")
@@ -532,7 +537,11 @@ class Page4dNode(LifecycleNode):
             if abs(_stamp_ns(transform.header) - stamp_ns) > tolerance_ns:
                 return None
         t, q = transform.transform.translation, transform.transform.rotation
-        return conversions.translation_quaternion_to_matrix((t.x, t.y, t.z), (q.x, q.y, q.z, q.w))
+        try:
+            return conversions.translation_quaternion_to_matrix((t.x, t.y, t.z), (q.x, q.y, q.z, q.w))
+        except ValueError as error:  # a broken odometry transform: this frame gets no map -> odom
+            self._problems.report("bad_tf", f"{odom} -> {base} from tf2: {error}")
+            return None
 
     # ------------------------------------------------------------------------------------------------ inputs
     def _report_callback_error(self, source: str, error: Exception) -> None:
@@ -783,7 +792,11 @@ class Page4dNode(LifecycleNode):
                 self._flush_when_idle(stop)
                 continue
             self._last_frame_s, self._flushed_since_frame = time.monotonic(), False
-            frame = self._pair_camera_info(item)
+            try:
+                frame = self._pair_camera_info(item)
+            except Exception as error:  # an unforeseen pairing failure costs this frame only
+                self._report_callback_error("camera_info pairing", error)
+                frame = None
             if item.time_jump_back and self._bundle is not None and self._builder is not None:
                 # The jump travels with the frame after it: the frames before it are published first, then
                 # the TF stamps restart, in stream order (never ahead of older queued frames).

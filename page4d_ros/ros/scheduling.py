@@ -182,10 +182,16 @@ class CameraInfoCache:
         """Why no calibration pairs with an image of ``frame_id`` at ``stamp_ns`` although infos arrived."""
         with self._condition:
             entry = self._by_frame.get(frame_id)
-            if entry is None:
-                others = sorted(self._by_frame)
+            others = sorted(
+                other
+                for other, (stamps, _) in self._by_frame.items()
+                if other != frame_id
+                and (self.mode == "latest" or any(abs(s - stamp_ns) <= self.slop_ns for s in stamps))
+            )
+            if entry is None or others:
+                named = others or sorted(self._by_frame)
                 return (
-                    f"camera_info arrives for frame id(s) {others} but the image is in '{frame_id}': "
+                    f"camera_info arrives for frame id(s) {named} but the image is in '{frame_id}': "
                     "using the predicted intrinsics; publish the CameraInfo with the image's frame id"
                 )
             nearest = min(abs(stamp - stamp_ns) for stamp in entry[0])

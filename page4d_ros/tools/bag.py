@@ -5,14 +5,15 @@ input, checkpoint and device. The output is an MCAP rosbag2 with the node's topi
 namespace (``/page4d/depth/image``, ``/page4d/camera_pose``, ...) plus ``/tf`` (and ``/tf_static`` when
 ``publish_optical_static_tf`` is set). ``path`` is written once, at the end (the whole trajectory), instead of
 growing with every frame. Messages are built by the same code as the node's
-(:mod:`page4d_ros.ros.outputs`) and read and written with ``rosbags``: no ROS installation is needed.
+(:mod:`page4d_ros.ros.outputs`) and read and written with ``rosbags``: no ROS installation is needed (in
+``tf_mode`` map, tf2's ``BufferCore`` follows the robot's odometry chain when ``tf2_py`` is installed).
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +32,72 @@ from page4d_ros.ros.pipeline_factory import build_pipeline
 from page4d_ros.ros.scheduling import CameraInfoCache, calibration_from_camera_info
 
 IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
+TF2_CACHE_S = 3600.0
+"""Seconds of /tf history the offline tf2 buffer keeps (a bag is read once, in log-time order)."""
+
+
+class Tf2RobotOdometry:
+    """The robot odometry of tf_mode map through tf2's ``BufferCore`` (any chain, interpolated).
+
+    Used when ``tf2_py`` (part of every ROS install) and rclpy are importable; otherwise the tool reads one
+    direct ``odom -> base`` edge by hand (:class:`page4d_ros.ros.frames.TransformHistory`).
+    """
+
+    def __init__(self, odom_frame: str, base_frame: str) -> None:
+        import tf2_py
+        from geometry_msgs.msg import TransformStamped
+        from rclpy.duration import Duration
+        from rclpy.time import Time
+
+        self._core = tf2_py.BufferCore(Duration(seconds=TF2_CACHE_S))
+        self._message, self._time = TransformStamped, Time
+        self.odom_frame, self.base_frame = odom_frame, base_frame
+
+    def add(self, transform: Any, static: bool) -> None:
+        """Store one rosbags ``TransformStamped`` of /tf (or /tf_static when ``static``)."""
+        msg = self._message()
+        msg.header.stamp.sec, msg.header.stamp.nanosec = (
+            transform.header.stamp.sec,
+            transform.header.stamp.nanosec,
+        )
+        msg.header.frame_id, msg.child_frame_id = transform.header.frame_id, transform.child_frame_id
+        t, q = transform.transform.translation, transform.transform.rotation
+        msg.transform.translation.x, msg.transform.translation.y, msg.transform.translation.z = t.x, t.y, t.z
+        r = msg.transform.rotation
+        r.x, r.y, r.z, r.w = q.x, q.y, q.z, q.w
+        if static:
+            self._core.set_transform_static(msg, "page4d-bag")
+        else:
+            self._core.set_transform(msg, "page4d-bag")
+
+    def lookup(self, stamp_ns: int, tolerance_ns: int) -> np.ndarray | None:
+        """``odom -> base`` at ``stamp_ns`` (or the newest one, if within ``tolerance_ns``), else None."""
+        try:
+            transform = self._core.lookup_transform_core(
+                self.odom_frame, self.base_frame, self._time(nanoseconds=stamp_ns)
+            )
+        except Exception:  # tf2's lookup exceptions: not at this stamp; try the newest one below
+            try:
+                transform = self._core.lookup_transform_core(self.odom_frame, self.base_frame, self._time())
+            except Exception:  # no odom -> base chain (yet)
+                return None
+            if abs(_stamp_ns(transform.header) - stamp_ns) > tolerance_ns:
+                return None
+        t, q = transform.transform.translation, transform.transform.rotation
+        try:
+            return conversions.translation_quaternion_to_matrix((t.x, t.y, t.z), (q.x, q.y, q.z, q.w))
+        except ValueError:
+            return None
+
+
+def _tf2_robot_odometry(settings: dict[str, Any]) -> Tf2RobotOdometry | None:
+    """A tf2 reader of the robot odometry for tf_mode map, or None without tf2_py / rclpy."""
+    if settings["tf_mode"] != "map":
+        return None
+    try:
+        return Tf2RobotOdometry(settings["odom_frame"], settings["base_frame"])
+    except ImportError:
+        return None
 
 
 @dataclass
@@ -149,7 +216,12 @@ def process_bag(
             if settings["scale_source"] == "depth" and metric_depth_topic
             else None
         )
-        tf_connections = [c for c in connections if c.topic == "/tf" and settings["tf_mode"] == "map"]
+        tf_connections = [
+            c for c in connections if c.topic in ("/tf", "/tf_static") and settings["tf_mode"] == "map"
+        ]
+        tf2_odometry = _tf2_robot_odometry(settings)
+        if tf2_odometry is not None:
+            builder.robot_odometry_lookup = tf2_odometry.lookup
         summary.image_topic = image_connection.topic
         summary.camera_info_topic = info_connection.topic if info_connection is not None else ""
         wanted = [
@@ -202,11 +274,27 @@ def process_bag(
                             write(f"{namespace}/{topic}", TOPIC_TYPES[topic], msg, result.stamp_ns)
                     summary.frames_published += 1
 
+            # In tf_mode map a result waits until the bag has passed its stamp by transform_tolerance, so that
+            # the robot odometry after the stamp has been read and the lookup interpolates.
+            deferred: deque[Any] = deque()
+            horizon_ns = int(settings["transform_tolerance"] * 1e9)
+
+            def emit(results: list[Any]) -> None:
+                if settings["tf_mode"] != "map":
+                    publish(results)
+                else:
+                    deferred.extend(results)
+
+            def publish_ready(log_time_ns: int | None) -> None:
+                while deferred and (log_time_ns is None or deferred[0].stamp_ns + horizon_ns < log_time_ns):
+                    publish([deferred.popleft()])
+
             progress = tqdm(
                 total=image_connection.msgcount, unit="frame", desc="page4d-bag", disable=not show_progress
             )
             last_stamp: int | None = None
-            for connection, _, raw in reader.messages(connections=wanted):
+            for connection, log_time_ns, raw in reader.messages(connections=wanted):
+                publish_ready(log_time_ns)
                 msg = reader.deserialize(raw, connection.msgtype)
                 if connection == info_connection:
                     try:
@@ -240,6 +328,12 @@ def process_bag(
                 elif connection in tf_connections:
                     for transform in msg.transforms:
                         parent, child = transform.header.frame_id, transform.child_frame_id
+                        if tf2_odometry is not None:
+                            try:
+                                tf2_odometry.add(transform, static=connection.topic == "/tf_static")
+                            except Exception:  # tf2 refuses a malformed transform (NaN, empty frame id)
+                                summary.rejected["bad_tf"] += 1
+                            continue
                         if not builder.needs_robot_odometry(parent, child):
                             continue
                         t, q = transform.transform.translation, transform.transform.rotation
@@ -281,12 +375,13 @@ def process_bag(
                         continue
                     last_stamp = stamp_ns
                     write_static(frame_id, stamp_ns)
-                    publish(
+                    emit(
                         pipeline.push(
                             Frame(rgb=rgb, stamp_ns=stamp_ns, frame_id=frame_id, calibration=calibration)
                         )
                     )
-            publish(pipeline.flush())
+            emit(pipeline.flush())
+            publish_ready(None)
             for msg, stamp_ns in final_path:
                 write(f"{namespace}/path", TOPIC_TYPES["path"], msg, stamp_ns)
             progress.close()

@@ -20,16 +20,14 @@ ROSDEP_KEYS = {
     "torch": "python3-torch",
 }
 # Modules a ROS user installs with pip (no rosdep key we can rely on); they must be in setup.py instead.
-PIP_ONLY = {"safetensors", "rosbags", "tqdm", "matplotlib", "setuptools", "tf2_ros"}
-# Optional at run time: imported inside try/except ImportError (tf2 lookups where tf2_ros exists).
-OPTIONAL_ROS = {"tf2_ros"}
+PIP_ONLY = {"safetensors", "rosbags", "tqdm", "matplotlib", "setuptools"}
 # Used without a direct import: the Header of every published message, its Time stamp, and the lifecycle
 # services that rclpy.lifecycle serves for the node.
 USED_INDIRECTLY = {"std_msgs", "builtin_interfaces", "lifecycle_msgs"}
 
 
 # ROS packages that the code uses but that PyPI does not provide (so the venv's ament index lacks them).
-ROS_NOT_ON_PYPI = {"launch", "launch_ros", "tf2_ros"}
+ROS_NOT_ON_PYPI = {"launch", "launch_ros", "tf2_ros", "message_filters"}
 
 
 def _is_ros_package(module: str) -> bool:
@@ -47,6 +45,13 @@ def _imported_top_level_modules() -> set[str]:
                 modules.update(alias.name.split(".")[0] for alias in node.names)
             elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
                 modules.add(node.module.split(".")[0])
+            elif (  # ROS libraries every ROS install has but PyPI lacks: optional_ros_module("tf2_ros")
+                isinstance(node, ast.Call)
+                and getattr(node.func, "id", getattr(node.func, "attr", None)) == "optional_ros_module"
+                and node.args
+                and isinstance(node.args[0], ast.Constant)
+            ):
+                modules.add(str(node.args[0].value).split(".")[0])
     return modules - set(sys.stdlib_module_names) - {"page4d_ros"}
 
 
@@ -64,7 +69,8 @@ def test_manifest_is_valid_format3_ament_python():
     assert package.licenses == ["Apache-2.0"]
     assert (REPO_ROOT / "LICENSE").read_text().lstrip().startswith("Apache License")
     assert package.get_build_type() == "ament_python"
-    assert [dep.name for dep in package.test_depends] == ["python3-pytest"]
+    test_depends = [dep.name for dep in package.test_depends]
+    assert test_depends == ["python3-pytest", "sensor_msgs_py", "tf_transformations"]
     setup_py = (REPO_ROOT / "setup.py").read_text()
     assert re.search(r'version="([^"]+)"', setup_py).group(1) == package.version
 
@@ -74,7 +80,7 @@ def test_every_imported_ros_package_is_an_exec_depend_and_nothing_more():
     package = _manifest()
     declared = {dep.name for dep in package.exec_depends}
     imported = _imported_top_level_modules()
-    ros_imports = {m for m in imported if _is_ros_package(m)} - OPTIONAL_ROS
+    ros_imports = {m for m in imported if _is_ros_package(m)}
     expected = ros_imports | USED_INDIRECTLY | {ROSDEP_KEYS[m] for m in imported if m in ROSDEP_KEYS}
     unknown = imported - ros_imports - set(ROSDEP_KEYS) - PIP_ONLY
     assert not unknown, f"imported modules with no declared source: {sorted(unknown)}"

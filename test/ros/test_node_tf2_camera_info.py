@@ -5,6 +5,7 @@
   checked with ``tf2_ros.Buffer.lookup_transform``, and map mode follows an odom -> base_footprint ->
   base_link chain. By default TF and odometry go out in model units with a WARN and one log line.
 - message_filters present: ``camera_info_mode: synchronized`` pairs an info that arrives after its image.
+- A backwards time jump (bag loop) into a busy worker travels with its frame: the second loop gets its TF.
 - Both hidden (one node process started with ``test/ros/without_ros_libs`` on PYTHONPATH, whose
   ``sitecustomize`` makes their import fail): the parameter mounting, the hand-read ``/tf`` and the pairing
   at dequeue run instead.
@@ -385,6 +386,17 @@ def test_without_tf2_ros_and_message_filters_the_fallbacks_run(
             atol=1e-6,
         )
 
+    # Infos in another frame id do not pair by hand; the predicted K is used and that is reported.
+    for index in range(count, count + 2):
+        stamp = int(seq.stamps_ns[index])
+        player.info(index, stamp, frame_id="some_other_frame")
+        player.image(index, stamp)
+        time.sleep(0.15)
+    assert probe.wait_for(
+        lambda: "some_other_frame" in probe.diagnostic_values("page4d: input").get("last_problem", ""), 30.0
+    ), probe.diagnostic_values("page4d: input")
+    assert "count_camera_info_unpaired" in probe.diagnostic_values("page4d: input")
+
 
 def test_synchronized_camera_info_with_message_filters(
     start_node, probe, tiny_checkpoint, synthetic_sequence, ros_helpers
@@ -460,3 +472,41 @@ def test_a_backwards_time_jump_travels_with_its_frame(
     assert probe.wait_for(lambda: len(tf_stamps()) >= 16, 60.0), (tf_stamps(), log_text(node)[-2000:])
     assert tf_stamps() == first_loop + second_loop
     assert probe.wait_for(lambda: "count_time_jump_back" in probe.diagnostic_values("page4d: input"), 5.0)
+
+
+def test_odometry_scale_sees_the_lever_arm_of_a_robot_turning_in_place(
+    start_node, probe, tiny_checkpoint, synthetic_sequence, ros_helpers
+):
+    seq, h = synthetic_sequence, ros_helpers
+    # The camera sits 0.5 m ahead of the base. Turning in place, the base does not move but the camera
+    # sweeps a 0.5 m arc: only the odometry pose composed with the mounting makes the scale observable.
+    node = start_node(
+        h.fast_node_parameters(
+            tiny_checkpoint,
+            base_frame="base_link",
+            base_to_optical_xyz=[0.5, 0.0, 0.3],
+            scale_source="odometry",
+            input_qos="reliable",
+            input_queue_depth=32,
+        )
+    )
+    odom_pub = probe.node.create_publisher(Odometry, f"{h.NAMESPACE}/odom", RELIABLE)
+    probe.wait_for_state(node, "active")
+    player = CameraPlayer(probe, h, seq, frame_id=seq.frame_id)
+    assert probe.wait_for(lambda: odom_pub.get_subscription_count() > 0, 30.0)
+    count = 12
+    for index in range(count):
+        stamp = int(seq.stamps_ns[index])
+        odometry = Odometry()
+        odometry.header.stamp.sec, odometry.header.stamp.nanosec = divmod(stamp, 1_000_000_000)
+        odometry.header.frame_id, odometry.child_frame_id = "odom", "base_link"
+        q = Rotation.from_euler("z", np.pi / 2 * index / (count - 1)).as_quat()
+        o = odometry.pose.pose.orientation
+        o.x, o.y, o.z, o.w = (float(v) for v in q)
+        odom_pub.publish(odometry)
+        player.info(index, stamp)
+        player.image(index, stamp)
+        time.sleep(0.1)
+    assert probe.wait_for(
+        lambda: probe.diagnostic_values("page4d: scale").get("scale_state") == "metric", 30.0
+    ), probe.diagnostic_values("page4d: scale")

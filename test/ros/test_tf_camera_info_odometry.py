@@ -110,6 +110,8 @@ def test_synchronized_info_arriving_after_its_image_pairs():
     assert cache.wait_lookup("cam", 3_000_000_000, time.monotonic() + 0.05) is None
     assert "within camera_info_slop_s" in cache.explain_missing("cam", 3_000_000_000)
     assert "frame id(s) ['cam']" in cache.explain_missing("other_optical", 2_000_000_000)
+    cache.add("cam_right", 4_000_000_000, calibration)  # an info at the image's stamp, in another frame
+    assert "frame id(s) ['cam_right']" in cache.explain_missing("cam", 4_000_000_000)
     paired = CameraCalibration(P_FULL[:, :3] * [[2], [2], [1]], 1280, 960)
     cache.pair("other_optical", 7, paired)  # a synchroniser's pair wins, whatever the info's frame id
     assert cache.lookup("other_optical", 7) is paired

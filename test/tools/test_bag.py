@@ -349,3 +349,98 @@ def test_bag_tool_writes_each_stamps_tf_before_its_images(input_bag, params_file
     for stamp_ns in tf_stamps:
         topics = [topic for t, topic in order if t == stamp_ns]
         assert topics.index("/tf") < topics.index("/page4d/depth/image") < topics.index("/page4d/points")
+
+
+@pytest.mark.parametrize("with_tf2", [True, False], ids=["tf2_chain", "hand_read_edge"])
+def test_bag_tool_map_mode_follows_the_robot_odometry(params_file, sequence, tmp_path, monkeypatch, with_tf2):
+    """With tf2_py: an odom -> base_footprint -> base_link chain; without (import hidden): one direct edge."""
+    import sys
+
+    if with_tf2:
+        pytest.importorskip(
+            "tf2_py", reason="tf2_py is not installed (setup_env.sh installs it from ../shared)"
+        )
+    else:
+        monkeypatch.setitem(sys.modules, "tf2_py", None)  # import tf2_py raises ImportError, as without ROS
+    from rosbags.rosbag2 import StoragePlugin, Writer
+    from rosbags.typesys import Stores, get_typestore
+    from scipy.spatial.transform import Rotation
+
+    from page4d_ros.ros.messages import (
+        RosbagsMessageFactory,
+        build_camera_info,
+        build_header,
+        build_image,
+        build_tf_message,
+        build_transform_stamped,
+    )
+
+    def rigid(yaw: float, xyz) -> np.ndarray:
+        T = np.eye(4)
+        T[:3, :3] = Rotation.from_euler("z", yaw).as_matrix()
+        T[:3, 3] = xyz
+        return T
+
+    def robot(stamp_ns: int) -> np.ndarray:
+        t = (stamp_ns - int(sequence.stamps_ns[0])) / 1e9
+        return rigid(0.2 * t, [0.3 * t, 0.05 * t, 0.0])
+
+    store = get_typestore(Stores.ROS2_JAZZY)
+    factory = RosbagsMessageFactory(store)
+    path = tmp_path / "input"
+    T_footprint_link = rigid(0.0, [0.0, 0.0, 0.1]) if with_tf2 else np.eye(4)
+    parent_of_base = "base_footprint" if with_tf2 else "base_link"
+    with Writer(path, version=9, storage_plugin=StoragePlugin.MCAP) as writer:
+        connections = {
+            topic: writer.add_connection(topic, msgtype, typestore=store)
+            for topic, msgtype in (
+                ("/cam/image_raw", "sensor_msgs/msg/Image"),
+                ("/cam/camera_info", "sensor_msgs/msg/CameraInfo"),
+                ("/tf", "tf2_msgs/msg/TFMessage"),
+                ("/tf_static", "tf2_msgs/msg/TFMessage"),
+            )
+        }
+
+        def write(topic: str, message: object, stamp_ns: int) -> None:
+            writer.write(connections[topic], stamp_ns, store.serialize_cdr(message, message.__msgtype__))
+
+        start = int(sequence.stamps_ns[0])
+        if with_tf2:
+            static = build_transform_stamped(factory, start, "base_footprint", "base_link", T_footprint_link)
+            write("/tf_static", build_tf_message(factory, [static]), start)
+        for index in range(FRAMES):
+            t = int(sequence.stamps_ns[index])
+            for sample in (t - 30_000_000, t + 20_000_000):  # around the image: tf2 interpolates
+                edge = build_transform_stamped(factory, sample, "odom", parent_of_base, robot(sample))
+                write("/tf", build_tf_message(factory, [edge]), sample)
+            header = build_header(factory, t, "cam_optical")
+            write("/cam/camera_info", build_camera_info(factory, header, sequence.K[index], 160, 120), t)
+            write("/cam/image_raw", build_image(factory, header, sequence.rgb[index], "rgb8"), t)
+    tolerance_s = 0.2
+    settings = bag.validate_parameters(
+        {**bag.load_parameters_file(params_file), "tf_mode": "map", "transform_tolerance": tolerance_s}
+    )
+    summary = bag.process_bag(path, tmp_path / "out", settings, show_progress=False)
+    assert summary.frames_published == FRAMES and not summary.rejected
+    topics = read_bag(tmp_path / "out")
+    map_odom = [t for _, m in topics["/tf"] for t in m.transforms]
+    poses = [m for _, m in topics["/page4d/camera_pose"]]
+    assert len(map_odom) == len(poses) == FRAMES
+    assert {(t.header.frame_id, t.child_frame_id) for t in map_odom} == {("map", "odom")}
+    T_base_optical = bag.conversions.xyz_rpy_to_matrix(
+        settings["base_to_optical_xyz"], settings["base_to_optical_rpy"]
+    )
+
+    def matrix(translation, rotation) -> np.ndarray:
+        T = np.eye(4)
+        T[:3, :3] = Rotation.from_quat([rotation.x, rotation.y, rotation.z, rotation.w]).as_matrix()
+        T[:3, 3] = [translation.x, translation.y, translation.z]
+        return T
+
+    for tf, pose in zip(map_odom, poses):
+        assert stamp(tf) == stamp(pose) + int(tolerance_s * 1e9)
+        T_map_odom = matrix(tf.transform.translation, tf.transform.rotation)
+        expected = T_map_odom @ robot(stamp(pose)) @ T_footprint_link @ T_base_optical
+        np.testing.assert_allclose(
+            matrix(pose.pose.pose.position, pose.pose.pose.orientation), expected, atol=1e-6
+        )
