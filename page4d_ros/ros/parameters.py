@@ -51,7 +51,7 @@ _NODE_PARAMETERS: tuple[ParameterSpec, ...] = (
         "checkpoint_sha256", "", "Optional SHA-256 of the checkpoint file; configure fails on mismatch."
     ),
     ParameterSpec(
-        "model_preset", "", "Model preset when the checkpoint carries no config (e.g. page4d-small)."
+        "model_preset", "", "Model preset when the checkpoint carries no config (e.g. page4d-small, pi3)."
     ),
     ParameterSpec(
         "device", "auto", "Torch device: auto (cuda:0 when available, else cpu), cpu, cuda, cuda:N."

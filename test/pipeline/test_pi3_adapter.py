@@ -180,3 +180,19 @@ def test_tiny_random_pi3_runs_through_the_pipeline(walk_sequence, oracle_config,
             assert result.K[0, 0] == result.K[1, 1] > 0
             np.testing.assert_allclose(result.K[:2, 2], [34.5, 27.5])
     assert pipeline.stats.windows >= 3
+
+
+def test_without_a_dynamics_head_masks_come_from_the_geometric_stage_alone(
+    walk_sequence, oracle_config, frames_of
+):
+    """π³ has no dynamics map: with the geometric test off nothing is dynamic, and nothing fails."""
+    predictor = _tiny_pi3_predictor(4000)
+    pipeline = StreamingPipeline(
+        oracle_config(window_size=4, window_stride=2, mask_geometric=False), predictor
+    )
+    results = []
+    for frame in frames_of(walk_sequence)[:6]:
+        results.extend(pipeline.push(frame))
+    results.extend(pipeline.flush())
+    assert len(results) == 6
+    assert all(not result.dynamic_mask.any() and not result.point_is_dynamic.any() for result in results)
