@@ -40,6 +40,28 @@ TINY_MODEL_CONFIG: dict[str, Any] = {
     "mask_head_hidden": 16,
 }
 
+# A 0.13 M-parameter π³ (the "pi3" preset shrunk) for the π³ pipeline, node and tool tests.
+TINY_PI3_CONFIG: dict[str, Any] = {
+    "family": "pi3",
+    "patch_size": 14,
+    "pos_type": "rope100",
+    "embed_dim": 32,
+    "enc_img_size": 56,
+    "enc_depth": 2,
+    "enc_num_heads": 2,
+    "enc_mlp_ratio": 2,
+    "enc_num_register_tokens": 4,
+    "dec_depth": 2,
+    "dec_num_heads": 2,
+    "dec_mlp_ratio": 2,
+    "num_register_tokens": 5,
+    "head_dec_embed_dim": 32,
+    "head_dec_num_heads": 2,
+    "head_dec_depth": 1,
+    "point_out_dim": 32,
+    "camera_out_dim": 16,
+}
+
 _domain_lock_file = None
 
 
@@ -220,3 +242,7 @@ def tiny_omega_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
         model.camera_head.camera_branch[2].bias[6] = 1.0  # quaternion w: near-identity rotations
         model.camera_head.camera_branch[2].bias[7:9] = 1.0  # about 1 rad field of view
     return save_checkpoint(model, tmp_path_factory.mktemp("omega") / "omega_tiny.safetensors")
+@pytest.fixture(scope="session")
+def tiny_pi3_config() -> dict[str, Any]:
+    """A copy of ``TINY_PI3_CONFIG`` for the random-weight π³ tests (one per session: do not modify it)."""
+    return copy.deepcopy(TINY_PI3_CONFIG)

@@ -107,7 +107,7 @@ _NODE_PARAMETERS: tuple[ParameterSpec, ...] = (
     ParameterSpec(
         "model_preset",
         "",
-        "Model preset when the checkpoint carries no config (e.g. page4d-small, vggt-omega-text).",
+        "Model preset when the checkpoint carries no config (e.g. page4d-small, pi3, vggt-omega-text).",
     ),
     ParameterSpec(
         "device", "auto", "Torch device: auto (cuda:0 when available, else cpu), cpu, cuda, cuda:N."

@@ -18,27 +18,6 @@ from page4d_ros.pipeline.pi3_adapter import (
 )
 from page4d_ros.pipeline.preprocess import plan_resize
 
-TINY_PI3 = {
-    "family": "pi3",
-    "patch_size": 14,
-    "pos_type": "rope100",
-    "embed_dim": 32,
-    "enc_img_size": 56,
-    "enc_depth": 2,
-    "enc_num_heads": 2,
-    "enc_mlp_ratio": 2,
-    "enc_num_register_tokens": 4,
-    "dec_depth": 2,
-    "dec_num_heads": 2,
-    "dec_mlp_ratio": 2,
-    "num_register_tokens": 5,
-    "head_dec_embed_dim": 32,
-    "head_dec_num_heads": 2,
-    "head_dec_depth": 1,
-    "point_out_dim": 32,
-    "camera_out_dim": 16,
-}
-
 
 def _point_maps(K: np.ndarray, depth: np.ndarray) -> np.ndarray:
     """Exact camera-frame points of every pixel for intrinsics K and z-depth maps [S, H, W]."""
@@ -139,14 +118,15 @@ def test_plan_resize_with_the_pi3_rule_is_a_plain_resize():
     np.testing.assert_allclose(plan.intrinsics_to_output(K)[:2, 2], [286.5, 216.5])
 
 
-def _tiny_pi3_predictor(pixel_limit: int) -> ModelPredictor:
+@pytest.fixture
+def tiny_pi3_predictor(tiny_pi3_config) -> ModelPredictor:
+    """A ModelPredictor around a tiny random π³ whose checkpoint settings give a 4000-pixel budget."""
     torch.manual_seed(0)
-    model = build_model(TINY_PI3)
-    return ModelPredictor(model, inference={"pixel_limit": pixel_limit})
+    return ModelPredictor(build_model(tiny_pi3_config), inference={"pixel_limit": 4000})
 
 
-def test_model_predictor_dispatches_to_the_adapter():
-    predictor = _tiny_pi3_predictor(4000)
+def test_model_predictor_dispatches_to_the_adapter(tiny_pi3_predictor):
+    predictor = tiny_pi3_predictor
     assert predictor.family == "pi3" and predictor.uses_calibration and not predictor.has_dynamics_map
     assert predictor.size_rule == Pi3SizeRule(pixel_limit=4000)
     images = np.random.default_rng(0).random((3, 3, 42, 70), dtype=np.float32)
@@ -156,8 +136,10 @@ def test_model_predictor_dispatches_to_the_adapter():
 
 
 @pytest.mark.parametrize("calibrated", [True, False])
-def test_tiny_random_pi3_runs_through_the_pipeline(walk_sequence, oracle_config, frames_of, calibrated):
-    predictor = _tiny_pi3_predictor(4000)
+def test_tiny_random_pi3_runs_through_the_pipeline(
+    walk_sequence, oracle_config, frames_of, calibrated, tiny_pi3_predictor
+):
+    predictor = tiny_pi3_predictor
     config = oracle_config(window_size=4, window_stride=2)
     pipeline = StreamingPipeline(config, predictor)
     results = []
@@ -180,3 +162,19 @@ def test_tiny_random_pi3_runs_through_the_pipeline(walk_sequence, oracle_config,
             assert result.K[0, 0] == result.K[1, 1] > 0
             np.testing.assert_allclose(result.K[:2, 2], [34.5, 27.5])
     assert pipeline.stats.windows >= 3
+
+
+def test_without_a_dynamics_head_masks_come_from_the_geometric_stage_alone(
+    walk_sequence, oracle_config, frames_of, tiny_pi3_predictor
+):
+    """π³ has no dynamics map: with the geometric test off nothing is dynamic, and nothing fails."""
+    predictor = tiny_pi3_predictor
+    pipeline = StreamingPipeline(
+        oracle_config(window_size=4, window_stride=2, mask_geometric=False), predictor
+    )
+    results = []
+    for frame in frames_of(walk_sequence)[:6]:
+        results.extend(pipeline.push(frame))
+    results.extend(pipeline.flush())
+    assert len(results) == 6
+    assert all(not result.dynamic_mask.any() and not result.point_is_dynamic.any() for result in results)

@@ -23,26 +23,6 @@ from tf2_msgs.msg import TFMessage
 
 pytestmark = [pytest.mark.ros, pytest.mark.timeout(300)]
 
-TINY_PI3 = {
-    "family": "pi3",
-    "patch_size": 14,
-    "pos_type": "rope100",
-    "embed_dim": 32,
-    "enc_img_size": 56,
-    "enc_depth": 2,
-    "enc_num_heads": 2,
-    "enc_mlp_ratio": 2,
-    "enc_num_register_tokens": 4,
-    "dec_depth": 2,
-    "dec_num_heads": 2,
-    "dec_mlp_ratio": 2,
-    "num_register_tokens": 5,
-    "head_dec_embed_dim": 32,
-    "head_dec_num_heads": 2,
-    "head_dec_depth": 1,
-    "point_out_dim": 32,
-    "camera_out_dim": 16,
-}
 PIXEL_LIMIT = 112 * 84  # 160x120 input -> exactly 112x84 (8 x 6 patches)
 PER_FRAME_TOPICS = {
     "depth/image": Image,
@@ -64,14 +44,14 @@ TRANSIENT_LOCAL = QoSProfile(
 
 
 @pytest.fixture(scope="module")
-def pi3_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def pi3_checkpoint(tmp_path_factory: pytest.TempPathFactory, tiny_pi3_config) -> Path:
     """A tiny random π³ written by save_checkpoint with its config and a small pixel budget."""
     import torch
 
     from page4d_ros.model import build_model, save_checkpoint
 
     torch.manual_seed(0)
-    model = build_model(TINY_PI3)
+    model = build_model(tiny_pi3_config)
     path = tmp_path_factory.mktemp("pi3") / "pi3_tiny.safetensors"
     return save_checkpoint(model, path, inference={"pixel_limit": PIXEL_LIMIT})
 

@@ -16,26 +16,6 @@ import yaml
 from page4d_ros.tools import bag
 
 FRAMES = 8
-TINY_PI3 = {
-    "family": "pi3",
-    "patch_size": 14,
-    "pos_type": "rope100",
-    "embed_dim": 32,
-    "enc_img_size": 56,
-    "enc_depth": 2,
-    "enc_num_heads": 2,
-    "enc_mlp_ratio": 2,
-    "enc_num_register_tokens": 4,
-    "dec_depth": 2,
-    "dec_num_heads": 2,
-    "dec_mlp_ratio": 2,
-    "num_register_tokens": 5,
-    "head_dec_embed_dim": 32,
-    "head_dec_num_heads": 2,
-    "head_dec_depth": 1,
-    "point_out_dim": 32,
-    "camera_out_dim": 16,
-}
 
 
 @pytest.fixture(autouse=True)
@@ -50,13 +30,13 @@ def single_torch_thread():
 
 
 @pytest.fixture(scope="module")
-def pi3_model():
+def pi3_model(tiny_pi3_config):
     import torch
 
     from page4d_ros.model import build_model
 
     torch.manual_seed(0)
-    return build_model(TINY_PI3)
+    return build_model(tiny_pi3_config)
 
 
 @pytest.fixture(scope="module")
@@ -117,7 +97,9 @@ def test_bag_tool_runs_pi3_from_its_stored_config(input_bag, pi3_checkpoint, tmp
     )
 
 
-def test_bag_tool_selects_pi3_by_model_preset(input_bag, pi3_model, tmp_path, capsys, monkeypatch):
+def test_bag_tool_selects_pi3_by_model_preset(
+    input_bag, pi3_model, tiny_pi3_config, tmp_path, capsys, monkeypatch
+):
     """A bare state_dict (the released layout) carries no config: ``model_preset`` picks the family. The
     full-size ``pi3`` preset is too large for this CPU test, so the tiny config is registered as a preset."""
     import torch
@@ -128,7 +110,7 @@ def test_bag_tool_selects_pi3_by_model_preset(input_bag, pi3_model, tmp_path, ca
     _, path = input_bag
     bare = tmp_path / "model.pt"
     torch.save(pi3_model.state_dict(), bare)
-    monkeypatch.setitem(pi3_config.PRESETS, "pi3-tiny-test", TINY_PI3)
+    monkeypatch.setitem(pi3_config.PRESETS, "pi3-tiny-test", tiny_pi3_config)
     params = _params(tmp_path, checkpoint_path=str(bare), model_preset="pi3-tiny-test", model_long_side=56)
     output = tmp_path / "out"
     assert bag.main([str(path), str(output), "--params", str(params), "--no-progress"]) == 0
