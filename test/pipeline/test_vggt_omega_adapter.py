@@ -95,3 +95,20 @@ def test_tiny_random_vggt_omega_streams_through_the_pipeline(
             )
             np.testing.assert_allclose(result.K, expected)
     assert pipeline.stats.windows >= 2 and pipeline.stats.frames_out == 6
+
+
+def test_without_a_dynamics_head_masks_come_from_the_geometric_test_only(
+    walk_sequence, oracle_config, frames_of, tiny_omega_config
+):
+    torch.manual_seed(0)
+    predictor = ModelPredictor(model_package.build_model(tiny_omega_config))
+    results = {}
+    for geometric in (False, True):
+        config = oracle_config(window_size=4, window_stride=2, mask_geometric=geometric)
+        pipeline = StreamingPipeline(config, predictor)
+        outputs = [r for frame in frames_of(walk_sequence)[:6] for r in pipeline.push(frame)]
+        results[geometric] = outputs + pipeline.flush()
+    assert len(results[False]) == len(results[True]) == 6
+    assert all(not r.dynamic_mask.any() and not r.point_is_dynamic.any() for r in results[False])
+    # The geometric test alone flags pixels (random depth is inconsistent across views).
+    assert any(r.dynamic_mask.any() for r in results[True])

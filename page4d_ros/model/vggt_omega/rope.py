@@ -47,15 +47,17 @@ class RopePositionEmbedding(nn.Module):
         """Tables for a ``rows`` x ``cols`` patch grid after ``num_unrotated`` special tokens.
 
         Coordinates ``(i + 0.5) / max(rows, cols)`` are formed in float32, mapped to ``2c - 1`` and divided
-        by the periods in the periods' dtype (upstream order of operations).
+        by the periods in the periods' dtype (upstream order of operations), at least float32 (a model cast
+        to bf16/fp16 keeps float32 angles).
         """
         device = self.periods.device
+        periods = self.periods.to(torch.promote_types(self.periods.dtype, torch.float32))
         longest = max(rows, cols)
         coords_h = torch.arange(0.5, rows, device=device, dtype=torch.float32) / longest
         coords_w = torch.arange(0.5, cols, device=device, dtype=torch.float32) / longest
         coords = torch.stack(torch.meshgrid(coords_h, coords_w, indexing="ij"), dim=-1).flatten(0, 1)
         coords = 2.0 * coords - 1.0
-        angles = 2 * math.pi * coords[:, :, None] / self.periods[None, None, :]
+        angles = 2 * math.pi * coords[:, :, None] / periods[None, None, :]
         angles = angles.flatten(1, 2).tile(2)
         cos, sin = torch.cos(angles), torch.sin(angles)
         if self.force_float32:
