@@ -5,12 +5,15 @@ Public API:
 - :func:`build_model` builds ``VGGT`` from a preset (``"vggt-1b"``, ``"page4d-nomask"``, ``"page4d-mask"``,
   ``"page4d-small"``) or a config dict; ``model(images)`` with images [B, S, 3, H, W] in [0, 1] returns the
   upstream output dict plus ``dynamics_map`` when the PAGE-4D mask head exists.
+- :class:`FrameTokenCache` lets ``model(images, frame_keys=..., frame_cache=...)`` reuse the per-frame work
+  (encoder tokens, frame block 0) of frames that overlapping windows share, bitwise exactly.
 - :func:`pose_encoding_to_extri_intri` / :func:`extri_intri_to_pose_encoding` convert the camera head's 9-D
   encoding to camera-from-world extrinsics and pixel intrinsics and back.
 - :func:`load_checkpoint` / :func:`save_checkpoint` read the released checkpoints strictly and write
   self-describing safetensors files; failures raise :class:`CheckpointError`.
 """
 
+from page4d_ros.model.aggregator import FrameTokenCache
 from page4d_ros.model.checkpoint import (
     CheckpointError,
     CheckpointReport,
@@ -32,6 +35,7 @@ __all__ = [
     "VGGT",
     "CheckpointError",
     "CheckpointReport",
+    "FrameTokenCache",
     "build_model",
     "extri_intri_to_pose_encoding",
     "load_checkpoint",
