@@ -336,7 +336,7 @@ class Aggregator(nn.Module):
 
         kept: dict[int, torch.Tensor] = {}
         dynamics_map = None
-        query_bias = key_bias = None
+        query_bias = key_bias = query_rows = None
         for index in range(self.depth):
             if index > 0:
                 tokens = self._run_block(
@@ -355,6 +355,9 @@ class Aggregator(nn.Module):
                 dynamics_map = dynamics_map.reshape(batch, frames, rows, cols)
                 if self.mask_alpha != 0.0:
                     query_bias, key_bias = cam_row_mask, key_vis[:, 0]
+                    special = torch.arange(self.patch_start_idx, device=images.device)
+                    first = torch.arange(frames, device=images.device)[:, None] * num_tokens
+                    query_rows = (first + special).reshape(-1)
             masked = query_bias is not None and index in self.mask_global_blocks
             tokens = self._run_block(
                 self.global_blocks[index],
@@ -362,6 +365,7 @@ class Aggregator(nn.Module):
                 global_rope,
                 query_bias if masked else None,
                 key_bias if masked else None,
+                query_rows if masked else None,
             )
             if index in keep_layers:
                 kept[index] = torch.cat(
