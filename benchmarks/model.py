@@ -45,7 +45,7 @@ from typing import Any
 
 import torch
 
-from page4d_ros.model import FrameTokenCache, build_model
+from page4d_ros.model import FrameTokenCache, build_model, load_checkpoint
 from page4d_ros.model.layers import Block
 
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -414,6 +414,7 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--preset", default="page4d-small", help="build_model preset name or JSON config")
+    parser.add_argument("--checkpoint", help="time this checkpoint's network instead (stream section only)")
     parser.add_argument("--sizes", type=int, nargs="+", default=[224, 518], help="network long sides")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--precisions", nargs="+", choices=sorted(PRECISIONS), default=["fp32"])
@@ -455,18 +456,23 @@ def main(argv: list[str] | None = None) -> int:
         )
         print("|---|---|---|---|---|---:|---:|---:|---:|---:|---|---|")
         torch.manual_seed(0)
-        model = build_model(preset, device=device)
+        if args.checkpoint:
+            model, _ = load_checkpoint(args.checkpoint, device=device)
+            label = Path(args.checkpoint).name
+        else:
+            label = name
+            model = build_model(preset, device=device)
         variants = [(sdpa, False) for sdpa in args.sdpa] + ([("default", True)] if args.compile else [])
-        for long_side in args.sizes:
-            for sdpa, compiled in variants:
-                if compiled:
-                    _compile_blocks(model)
+        for sdpa, compiled in variants:  # compiled last: compiling changes the model in place
+            if compiled:
+                _compile_blocks(model)
+            for long_side in args.sizes:
                 reference = None
                 for precision in ["fp32"] + [p for p in args.precisions if p != "fp32"]:
                     try:
                         row, outputs = stream_benchmark(
                             model,
-                            name,
+                            label,
                             long_side,
                             precision,
                             device,
@@ -476,9 +482,12 @@ def main(argv: list[str] | None = None) -> int:
                             sdpa,
                             reference,
                         )
-                    except RuntimeError as error:  # a backend that cannot run this shape/dtype
+                    # A backend that cannot run this shape or dtype, or a compile error: report, go on.
+                    except RuntimeError as error:
+                        message = str(error).splitlines()[0] if str(error) else type(error).__name__
                         print(
-                            f"| {name} | {long_side} | {precision} | {sdpa} | failed: {error} |", flush=True
+                            f"| {label} | {long_side} px | {precision} | {sdpa} | failed: {message} |",
+                            flush=True,
                         )
                         continue
                     row["compiled"] = compiled
