@@ -252,26 +252,25 @@ class Aggregator(nn.Module):
         for b in range(batch):
             for s in range(frames):
                 reference = s == 0
-                entry = None
-                if cache is not None and frame_keys is not None:
-                    entry = cache._lookup(frame_keys[s], images[b, s])
+                entry = cache._lookup(frame_keys[s], images[b, s]) if cache is not None else None
                 if entry is None:
+                    n = b * frames + s
+                    image = images[b, s].clone() if cache is not None else images[b, s]
+                    entry = _FrameEntry(image, self.patch_embed(normalised[n : n + 1]))
                     if cache is not None:
                         cache.encoder_misses += 1
-                    n = b * frames + s
-                    entry = _FrameEntry(images[b, s].clone(), self.patch_embed(normalised[n : n + 1]))
                 elif cache is not None:
                     cache.encoder_hits += 1
                 block_out = entry.first_block.get(reference)
                 if block_out is None:
-                    if cache is not None and frame_keys is not None:
-                        cache.block_misses += 1
                     tokens = torch.cat([self._special_tokens(reference), entry.patch_tokens], dim=1)
                     block_out = self.frame_blocks[0](tokens, frame_rope)
                     entry.first_block[reference] = block_out
+                    if cache is not None:
+                        cache.block_misses += 1
                 elif cache is not None:
                     cache.block_hits += 1
-                if cache is not None and frame_keys is not None:
+                if cache is not None:
                     cache._store(frame_keys[s], entry)
                 outputs.append(block_out)
         return torch.cat(outputs, dim=0)
