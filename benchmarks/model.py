@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import inspect
 import json
 import os
 import statistics
@@ -171,6 +172,10 @@ def stream_benchmark(
     dtype = PRECISIONS[precision]
     autocast = torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32)
     cache = FrameTokenCache(2 * window)
+    # Other network families may lack the point head switch or the frame cache: time what they have.
+    options = inspect.signature(model.forward).parameters
+    no_points = {"compute_points": False} if "compute_points" in options else {}
+    reuse = "frame_keys" in options and "frame_cache" in options
     times: dict[str, list[float]] = {"full": [], "no_points": [], "streaming": []}
     cpu_times: dict[str, list[float]] = {name: [] for name in times}
     memory: dict[str, float] = dict.fromkeys(times, 0.0)
@@ -184,9 +189,9 @@ def stream_benchmark(
             keys = list(range(start, start + window))
             runs = {
                 "full": lambda images=images: model(images),
-                "no_points": lambda images=images: model(images, compute_points=False),
+                "no_points": lambda images=images: model(images, **no_points),
                 "streaming": lambda images=images, keys=keys: model(
-                    images, compute_points=False, frame_keys=keys, frame_cache=cache
+                    images, **no_points, **({"frame_keys": keys, "frame_cache": cache} if reuse else {})
                 ),
             }
             if index == 0:
@@ -233,7 +238,9 @@ def stream_benchmark(
         "streaming_cpu_ms_all": cpu_times["streaming"],
         "peak_mib": memory,
         "streaming_equals_recompute": equal,
-        "encoder_reuse": f"{cache.encoder_hits}/{cache.encoder_hits + cache.encoder_misses}",
+        "encoder_reuse": f"{cache.encoder_hits}/{cache.encoder_hits + cache.encoder_misses}"
+        if reuse
+        else "n/a",
     }
     if reference is not None:
         row["deviation_vs_fp32"] = {
@@ -261,7 +268,13 @@ def _format_stream_row(row: dict) -> str:
 
 
 def mask_blocks_benchmark(
-    preset: str, long_side: int, window: int, repeats: int, device: torch.device, precision: str
+    preset: str | dict,
+    label: str,
+    long_side: int,
+    window: int,
+    repeats: int,
+    device: torch.device,
+    precision: str,
 ) -> dict:
     """Time ``MASKED_BLOCKS`` global blocks of the preset's width with and without the PAGE-4D bias."""
     from page4d_ros.model.config import resolve_config
@@ -309,7 +322,7 @@ def mask_blocks_benchmark(
                 times[name].append(cpu if device.type == "cpu" else wall)
     medians = {name: statistics.median(values) for name, values in times.items()}
     return {
-        "preset": preset,
+        "preset": label,
         "size": f"{height}x{width}",
         "tokens": tokens,
         "precision": precision,
@@ -327,6 +340,7 @@ import json, resource, sys, time
 import torch
 from page4d_ros.model import load_checkpoint
 mode, path, preset = sys.argv[1:4]
+preset = json.loads(preset) if preset.startswith("{") else preset
 def rss():
     with open("/proc/self/statm") as handle:
         return int(handle.read().split()[1]) * 4096
@@ -349,7 +363,7 @@ print(json.dumps({"seconds": elapsed, "touch_seconds": touch, "peak_increase": p
 """
 
 
-def load_benchmark(preset: str, repeats: int, folder: str | None) -> list[dict]:
+def load_benchmark(preset: str | dict, label: str, repeats: int, folder: str | None) -> list[dict]:
     """Write ``preset`` with random weights (.pt, .safetensors); time loading it against reading the bytes."""
     from safetensors.torch import save_file
 
@@ -366,13 +380,14 @@ def load_benchmark(preset: str, repeats: int, folder: str | None) -> list[dict]:
         torch.save(state, paths["pt"])
         save_file(state, str(paths["safetensors"]))
         del state, meta
+        config_argument = preset if isinstance(preset, str) else json.dumps(preset)
         environment = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
         for file_format, path in paths.items():
             measured: dict[str, list[dict]] = {"read": [], "load": []}
             for _ in range(repeats):
                 for mode in ("read", "load"):
                     output = subprocess.run(
-                        [sys.executable, "-c", _LOAD_CHILD, mode, str(path), preset],
+                        [sys.executable, "-c", _LOAD_CHILD, mode, str(path), config_argument],
                         check=True,
                         capture_output=True,
                         text=True,
@@ -383,7 +398,7 @@ def load_benchmark(preset: str, repeats: int, folder: str | None) -> list[dict]:
             load_s = statistics.median(m["seconds"] for m in measured["load"])
             rows.append(
                 {
-                    "preset": preset,
+                    "preset": label,
                     "format": file_format,
                     "file_gib": path.stat().st_size / 2**30,
                     "weights_gib": weight_bytes / 2**30,
@@ -507,9 +522,13 @@ def main(argv: list[str] | None = None) -> int:
         print("|---|---|---:|---|---|---:|---:|---:|")
         for long_side in args.sizes:
             for precision in args.precisions:
-                row = mask_blocks_benchmark(
-                    name, long_side, args.window, args.mask_repeats, device, precision
-                )
+                try:
+                    row = mask_blocks_benchmark(
+                        preset, name, long_side, args.window, args.mask_repeats, device, precision
+                    )
+                except (KeyError, ValueError) as error:  # a family without the VGGT block layout
+                    print(f"| {name} | skipped: {error} |", flush=True)
+                    continue
                 results["mask_blocks"].append(row)
                 print(
                     f"| {name} | {row['size']} | {row['tokens']} | {precision} | {row['clock']} | "
@@ -523,7 +542,7 @@ def main(argv: list[str] | None = None) -> int:
             "peak RSS / weights: read, load |"
         )
         print("|---|---|---:|---:|---:|---:|---:|---|")
-        for row in load_benchmark(name, args.load_repeats, args.load_dir):
+        for row in load_benchmark(preset, name, args.load_repeats, args.load_dir):
             results["load"].append(row)
             print(
                 f"| {name} | {row['format']} | {row['file_gib']:.2f} | {row['read_s']:.2f} | "
