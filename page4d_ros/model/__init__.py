@@ -9,12 +9,15 @@ Public API:
   ``points``, ``local_points``, ``conf``, ``camera_poses``. ``"vggt-omega"``,
   ``"vggt-omega-text"`` and ``{"family": "vggt-omega", ...}`` build :class:`VGGTOmega`
   (``model/vggt_omega/``).
+- :class:`FrameTokenCache` lets ``model(images, frame_keys=..., frame_cache=...)`` reuse the per-frame work
+  (encoder tokens, frame block 0) of frames that overlapping windows share, bitwise exactly.
 - :func:`pose_encoding_to_extri_intri` / :func:`extri_intri_to_pose_encoding` convert the camera head's 9-D
   encoding to camera-from-world extrinsics and pixel intrinsics and back.
 - :func:`load_checkpoint` / :func:`save_checkpoint` read the released checkpoints strictly and write
   self-describing safetensors files; failures raise :class:`CheckpointError`.
 """
 
+from page4d_ros.model.aggregator import FrameTokenCache
 from page4d_ros.model.checkpoint import (
     CheckpointError,
     CheckpointReport,
@@ -38,6 +41,7 @@ __all__ = [
     "VGGT",
     "CheckpointError",
     "CheckpointReport",
+    "FrameTokenCache",
     "Pi3",
     "VGGTOmega",
     "build_model",

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from typing import Any
 
 import torch
 from torch import nn
 
-from page4d_ros.model.aggregator import Aggregator
+from page4d_ros.model.aggregator import Aggregator, FrameTokenCache
 from page4d_ros.model.camera_head import CameraHead
 from page4d_ros.model.config import resolve_config
 from page4d_ros.model.dpt_head import DPTHead
@@ -125,6 +125,8 @@ class VGGT(nn.Module):
         compute_points: bool = True,
         keep_token_layers: Iterable[int] = (),
         frames_chunk_size: int = 8,
+        frame_keys: Sequence[Hashable] | None = None,
+        frame_cache: FrameTokenCache | None = None,
     ) -> dict[str, Any]:
         """Predict cameras, depth, points (and the dynamics map) for images [B, S, 3, H, W] in [0, 1].
 
@@ -139,6 +141,10 @@ class VGGT(nn.Module):
             keep_token_layers: also return ``aggregated_tokens`` {layer: [B, S, P, 2C]} for these layers
                 (debugging / parity checks).
             frames_chunk_size: frames per DPT pass.
+            frame_keys: one hashable id per frame (stamps, frame ids) for ``frame_cache``.
+            frame_cache: reuse the per-frame encoder tokens and frame block 0 outputs of frames seen in
+                earlier calls (inference, B = 1; outputs are bitwise equal to a run without the cache; see
+                :class:`~page4d_ros.model.aggregator.FrameTokenCache`).
 
         Returns:
             dict with ``pose_enc`` [B,S,9], ``pose_enc_list`` (one per refinement iteration), ``depth``
@@ -156,7 +162,7 @@ class VGGT(nn.Module):
             needed.add(self.config["depth"] - 1)
         if compute_depth or compute_points:
             needed.update(self.config["dpt_layers"])
-        aggregated = self.aggregator(images, needed)
+        aggregated = self.aggregator(images, needed, frame_keys, frame_cache)
 
         predictions: dict[str, Any] = {}
         image_hw = (images.shape[-2], images.shape[-1])

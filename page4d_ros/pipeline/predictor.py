@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Mapping
 from typing import Any
 
@@ -18,6 +19,8 @@ DYNAMICS_SIGNS = ("auto", "positive", "negative")
 # length). Clamping to a degenerate-but-finite range keeps the intrinsics and everything after them finite.
 MIN_FOV_RAD = 1e-2
 MAX_FOV_RAD = np.pi - 1e-2
+CACHED_FRAMES = 16
+"""Frames whose per-frame network work is kept for the next windows (two windows of the node's default 8)."""
 
 
 def _has_mask_head(model: torch.nn.Module) -> bool:
@@ -32,6 +35,15 @@ def _has_mask_head(model: torch.nn.Module) -> bool:
     return any("mask_head" in name for name, _ in model.named_modules())
 
 
+def _accepts_frame_cache(model: torch.nn.Module) -> bool:
+    """True when ``model.forward`` takes ``frame_keys`` and ``frame_cache`` (the VGGT family does)."""
+    try:
+        parameters = inspect.signature(model.forward).parameters
+    except (TypeError, ValueError):
+        return False
+    return "frame_keys" in parameters and "frame_cache" in parameters
+
+
 def _default_dtype(device: torch.device) -> torch.dtype:
     """fp32 on CPU; bf16 on CUDA when supported (Ampere and newer), fp16 otherwise."""
     if device.type != "cuda":
@@ -43,8 +55,11 @@ class ModelPredictor:
     """Wraps the network as a :class:`~page4d_ros.pipeline.types.Predictor`.
 
     Runs under ``torch.inference_mode`` with autocast to ``dtype`` on CUDA (fp32 on CPU); the point head is
-    skipped (the pipeline builds clouds from depth). A network with a per-pixel dynamic channel
-    (``dynamic_logits``, supervised, positive = dynamic) gives the dynamics as ``sigmoid(logit) - 0.5``.
+    skipped (the pipeline builds clouds from depth). With ``reuse_frames`` (default) and a network that
+    supports it, the per-frame work of frames seen in the previous windows (keyed by their stamps and checked
+    against their pixels) is reused, with bitwise the same outputs; :meth:`reset_stream` forgets it.
+    A network with a per-pixel dynamic channel (``dynamic_logits``, supervised, positive = dynamic) gives
+    the dynamics as ``sigmoid(logit) - 0.5``.
     Otherwise the PAGE-4D mask head's patch map is used; its sign is learned, so it is normalised:
     ``"positive"``/``"negative"`` say which raw sign means dynamic; ``"auto"`` assumes dynamic pixels are the
     minority of a window and flips the map when its median is positive.
@@ -61,6 +76,7 @@ class ModelPredictor:
         dtype: torch.dtype | None = None,
         dynamics_sign: str = "auto",
         inference: Mapping[str, Any] | None = None,
+        reuse_frames: bool = True,
     ) -> None:
         if dynamics_sign not in DYNAMICS_SIGNS:
             raise ValueError(f"dynamics_sign must be one of {list(DYNAMICS_SIGNS)}, got {dynamics_sign!r}")
@@ -81,11 +97,25 @@ class ModelPredictor:
             self.size_rule = pi3_adapter.size_rule(inference, model.config["patch_size"])
         elif self.omega_adapter is not None:
             self.size_rule = self.omega_adapter.size_rule
+        self.frame_cache = None
+        if reuse_frames and _accepts_frame_cache(model):
+            from page4d_ros.model.aggregator import FrameTokenCache
 
-    def _run(self, images: torch.Tensor) -> dict[str, Any]:
+            self.frame_cache = FrameTokenCache(CACHED_FRAMES)
+
+    def reset_stream(self) -> None:
+        """Forget the frames of the current stream (the pipeline calls this at every reset)."""
+        if self.frame_cache is not None:
+            self.frame_cache.clear()
+
+    def _run(self, images: torch.Tensor, stamps_ns: np.ndarray) -> dict[str, Any]:
         use_autocast = self.device.type == "cuda" and self.dtype != torch.float32
+        options: dict[str, Any] = {"compute_points": False}
+        if self.frame_cache is not None:
+            options["frame_keys"] = [int(stamp) for stamp in stamps_ns]
+            options["frame_cache"] = self.frame_cache
         with torch.inference_mode(), torch.autocast(self.device.type, dtype=self.dtype, enabled=use_autocast):
-            return self.model(images, compute_points=False)
+            return self.model(images, **options)
 
     def predict(
         self, images: np.ndarray, stamps_ns: np.ndarray, intrinsics: np.ndarray | None = None
@@ -100,11 +130,14 @@ class ModelPredictor:
             raise ValueError(f"images must be [S,3,H,W], got {images.shape}")
         height, width = images.shape[-2:]
         batch = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))[None].to(self.device)
+        stamps_ns = np.asarray(stamps_ns).reshape(-1)
+        if stamps_ns.shape[0] != images.shape[0]:
+            raise ValueError(f"got {stamps_ns.shape[0]} stamps for {images.shape[0]} images")
         if self.family == "pi3":
             return pi3_adapter.run_window(self.model, batch, self.device, self.dtype, intrinsics)
         if self.omega_adapter is not None:
             return self.omega_adapter.predict(self.model, batch, self.dtype)
-        outputs = self._run(batch)
+        outputs = self._run(batch, stamps_ns)
         pose_enc = outputs["pose_enc"].float().clone()
         pose_enc[..., 7:9] = pose_enc[..., 7:9].clamp(MIN_FOV_RAD, MAX_FOV_RAD)
         extrinsics, intrinsics = pose_encoding_to_extri_intri(pose_enc, (height, width))

@@ -245,6 +245,9 @@ class StreamingPipeline:
         self._plan = None
         self._gate.reset()
         self._scale.reset_history()
+        reset_stream = getattr(self.predictor, "reset_stream", None)
+        if callable(reset_stream):
+            reset_stream()
         self._segment_index += 1
         self.stats.resets += 1
         self.stats.last_reset_reason = reason

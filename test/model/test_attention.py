@@ -1,4 +1,4 @@
-"""Attention building blocks: the O(N) logit-bias trick, RoPE, and the mask head wiring."""
+"""Attention building blocks: the biased-rows attention of PAGE-4D, RoPE, and the mask head wiring."""
 
 from __future__ import annotations
 
@@ -18,6 +18,11 @@ def _explicit_biased_attention(q, k, v, query_bias, key_bias):
     return torch.softmax(logits, dim=-1) @ v
 
 
+def _special_rows(frames: int, tokens_per_frame: int, special: int) -> torch.Tensor:
+    """Indices of the first ``special`` tokens of every frame (where PAGE-4D's query bias lives)."""
+    return (torch.arange(frames)[:, None] * tokens_per_frame + torch.arange(special)).reshape(-1)
+
+
 def _page4d_like_biases(batch: int, frames: int, tokens_per_frame: int, special: int, alpha: float):
     generator = torch.Generator().manual_seed(3)
     query_bias = torch.zeros(batch, frames, tokens_per_frame, dtype=torch.float64)
@@ -30,14 +35,14 @@ def _page4d_like_biases(batch: int, frames: int, tokens_per_frame: int, special:
 
 
 @pytest.mark.parametrize("head_dim", [16, 64, 24])
-def test_bias_trick_equals_explicit_mask_fp64(head_dim):
+def test_biased_rows_equal_explicit_mask_fp64(head_dim):
     generator = torch.Generator().manual_seed(0)
     batch, heads, frames, per_frame = 2, 3, 3, 13
     shape = (batch, heads, frames * per_frame, head_dim)
     q, k, v = (torch.randn(shape, dtype=torch.float64, generator=generator) for _ in range(3))
     query_bias, key_bias = _page4d_like_biases(batch, frames, per_frame, 5, 64.0)
     expected = _explicit_biased_attention(q, k, v, query_bias, key_bias)
-    actual = attention_with_query_key_bias(q, k, v, query_bias, key_bias)
+    actual = attention_with_query_key_bias(q, k, v, query_bias, key_bias, _special_rows(frames, per_frame, 5))
     assert actual.shape == expected.shape
     torch.testing.assert_close(actual, expected, rtol=1e-12, atol=1e-12)
     # The bias really changes the special-token rows and leaves patch-token rows alone.
@@ -47,7 +52,7 @@ def test_bias_trick_equals_explicit_mask_fp64(head_dim):
     torch.testing.assert_close(actual[:, :, ~rows], plain[:, :, ~rows], rtol=1e-12, atol=1e-12)
 
 
-def test_bias_trick_keeps_bias_accurate_in_bfloat16():
+def test_biased_rows_keep_bias_accurate_in_bfloat16():
     generator = torch.Generator().manual_seed(1)
     batch, heads, frames, per_frame, head_dim = 1, 2, 2, 21, 64
     shape = (batch, heads, frames * per_frame, head_dim)
@@ -55,9 +60,10 @@ def test_bias_trick_keeps_bias_accurate_in_bfloat16():
     query_bias, key_bias = _page4d_like_biases(batch, frames, per_frame, 5, 64.0)
     expected = _explicit_biased_attention(q, k, v, query_bias, key_bias)
     q16, k16, v16 = (t.to(torch.bfloat16) for t in (q, k, v))
-    actual = attention_with_query_key_bias(q16, k16, v16, query_bias.float(), key_bias.float())
-    # Error budget of bf16 q/k/v themselves: the hi/lo split adds almost nothing, whereas a single bf16 bias
-    # channel is ~5x worse on this input (0.047 vs 0.0096).
+    rows = _special_rows(frames, per_frame, 5)
+    actual = attention_with_query_key_bias(q16, k16, v16, query_bias.float(), key_bias.float(), rows)
+    # Error budget of bf16 q/k/v themselves: the biased rows are computed in float32, so the bias adds
+    # almost nothing (a bias rounded to bf16 would be ~5x worse on this input: 0.047 vs 0.0096).
     baseline = _explicit_biased_attention(q16.double(), k16.double(), v16.double(), query_bias, key_bias).to(
         torch.bfloat16
     )
@@ -91,7 +97,7 @@ def test_rope_rejects_head_dim_not_multiple_of_four():
         RotaryPositionEmbedding2D().tables(patch_positions(1, 1, 1), 6, torch.float32)
 
 
-def test_bias_trick_under_cpu_autocast_splits_for_the_autocast_dtype():
+def test_biased_rows_under_cpu_autocast_return_the_autocast_dtype():
     generator = torch.Generator().manual_seed(2)
     shape = (1, 2, 42, 64)
     q, k, v = (torch.randn(shape, dtype=torch.float64, generator=generator) for _ in range(3))
@@ -101,6 +107,24 @@ def test_bias_trick_under_cpu_autocast_splits_for_the_autocast_dtype():
     baseline = _explicit_biased_attention(q16.double(), k16.double(), v16.double(), query_bias, key_bias)
     baseline_error = (baseline.to(torch.bfloat16).double() - expected).abs().max()
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        actual = attention_with_query_key_bias(q.float(), k.float(), v.float(), query_bias, key_bias)
+        rows = _special_rows(2, 21, 5)
+        actual = attention_with_query_key_bias(q.float(), k.float(), v.float(), query_bias, key_bias, rows)
     assert actual.dtype == torch.bfloat16
     assert (actual.double() - expected).abs().max() <= 1.5 * baseline_error
+
+
+def test_biased_rows_gradients_equal_explicit_mask_fp64():
+    """Training goes through the same function: its gradients match the explicit N x N formulation."""
+    generator = torch.Generator().manual_seed(4)
+    shape = (1, 2, 3 * 11, 16)
+    inputs = [torch.randn(shape, dtype=torch.float64, generator=generator) for _ in range(3)]
+    query_bias, key_bias = _page4d_like_biases(1, 3, 11, 5, 64.0)
+    ours = [t.clone().requires_grad_() for t in inputs]
+    theirs = [t.clone().requires_grad_() for t in inputs]
+    weights = torch.randn(shape, dtype=torch.float64, generator=generator)
+    (
+        attention_with_query_key_bias(*ours, query_bias, key_bias, _special_rows(3, 11, 5)) * weights
+    ).sum().backward()
+    (_explicit_biased_attention(*theirs, query_bias, key_bias) * weights).sum().backward()
+    for mine, reference in zip(ours, theirs):
+        torch.testing.assert_close(mine.grad, reference.grad, rtol=1e-10, atol=1e-10)

@@ -22,16 +22,16 @@ FP32_TOLERANCE = {
 
 
 def _run_with_dino_capture(model, images, **kwargs):
-    captured = {}
+    captured = []  # the encoder runs once per frame in eval mode
     handle = model.aggregator.patch_embed.register_forward_hook(
-        lambda module, inputs, output: captured.__setitem__("dino", output)
+        lambda module, inputs, output: captured.append(output)
     )
     try:
         with torch.inference_mode():
             outputs = model(images, **kwargs)
     finally:
         handle.remove()
-    return outputs, captured["dino"]
+    return outputs, torch.cat(captured, dim=0)
 
 
 def test_vggt_fp64_matches_upstream(vggt_ref, small_vggt, rel_err):

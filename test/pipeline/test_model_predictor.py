@@ -112,3 +112,46 @@ def test_per_pixel_dynamic_logits_win_over_the_patch_map_and_keep_their_sign():
 def test_dense_dynamics_model_is_recognised_without_a_mask_head():
     model = model_package.build_model({"preset": "page4d-small", "mask_head": False, "dense_dynamics": True})
     assert _has_mask_head(model)
+
+
+def _run_stream(predictor, config, frames):
+    pipeline = StreamingPipeline(config, predictor)
+    results = []
+    for frame in frames:
+        results.extend(pipeline.push(frame))
+    results.extend(pipeline.flush())
+    return pipeline, results
+
+
+def test_frame_reuse_gives_bitwise_the_same_results_and_is_cleared_at_reset(
+    walk_sequence, oracle_config, frames_of, make_tiny_model_config
+):
+    """The pipeline passes each frame's stamp, so windows 2.. reuse the overlap frames' per-frame work."""
+    torch.manual_seed(0)
+    model = model_package.build_model(make_tiny_model_config())
+    config = oracle_config(model_long_side=56, window_size=4, window_stride=2)
+    frames = frames_of(walk_sequence)[:8]
+    reusing = ModelPredictor(model)
+    assert reusing.frame_cache is not None
+    pipeline, reused = _run_stream(reusing, config, frames)
+    plain = ModelPredictor(model, reuse_frames=False)
+    assert plain.frame_cache is None
+    _, recomputed = _run_stream(plain, config, frames)
+    stamps = list(walk_sequence.stamps_ns[:8])
+    assert [r.stamp_ns for r in reused] == [r.stamp_ns for r in recomputed] == stamps
+    for mine, theirs in zip(reused, recomputed):
+        assert np.array_equal(mine.T_world_cam, theirs.T_world_cam)
+        assert np.array_equal(mine.depth, theirs.depth, equal_nan=True)
+        assert np.array_equal(mine.confidence, theirs.confidence)
+        assert np.array_equal(mine.dynamic_mask, theirs.dynamic_mask)
+    # Windows: frames 1-4, 3-6, 5-8: two reused encodings in each later window.
+    assert reusing.frame_cache.encoder_hits == 4 and len(reusing.frame_cache) > 0
+    pipeline.reset("test")
+    assert len(reusing.frame_cache) == 0
+
+
+def test_stamp_count_must_match_the_images():
+    torch.manual_seed(0)
+    predictor = ModelPredictor(model_package.build_model({"preset": "page4d-small", "depth": 2}))
+    with pytest.raises(ValueError, match="2 stamps for 3 images"):
+        predictor.predict(np.zeros((3, 3, 28, 28), np.float32), np.array([1, 2]))

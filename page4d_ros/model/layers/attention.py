@@ -1,7 +1,8 @@
 """Multi-head self-attention with optional QK-norm, 2-D RoPE and PAGE-4D's rank-1 logit bias.
 
-Everything goes through ``torch.nn.functional.scaled_dot_product_attention`` so the fused (flash /
-memory-efficient) kernels are used where the backend has them.
+Attention goes through ``torch.nn.functional.scaled_dot_product_attention`` so the fused (flash /
+memory-efficient) kernels are used where the backend has them; only the few biased query rows of PAGE-4D's
+masked blocks are recomputed explicitly.
 """
 
 from __future__ import annotations
@@ -14,16 +15,6 @@ from torch import nn
 
 from page4d_ros.model.layers.rope import RopeTables
 
-_BIAS_CHANNELS = 3  # query (a_hi, a_hi, a_lo) . key (c_hi, c_lo, c_hi): a*c to ~2^-16 relative in bf16
-_HEAD_DIM_ALIGNMENT = 8  # fused SDPA kernels want head dims that are multiples of 8
-
-
-def _split_high_low(values: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-    """``values`` as ``high + low`` in ``dtype`` so that bf16/fp16 keep twice their usual precision."""
-    high = values.to(dtype)
-    low = (values - high.to(values.dtype)).to(dtype)
-    return high, low
-
 
 def _sdpa_compute_dtype(q: torch.Tensor) -> torch.dtype:
     """The dtype SDPA will compute in: the autocast dtype when autocast is on for q's device."""
@@ -34,37 +25,36 @@ def _sdpa_compute_dtype(q: torch.Tensor) -> torch.dtype:
 
 
 def attention_with_query_key_bias(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, query_bias: torch.Tensor, key_bias: torch.Tensor
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    query_bias: torch.Tensor,
+    key_bias: torch.Tensor,
+    query_rows: torch.Tensor,
 ) -> torch.Tensor:
     """Attention whose logits get the rank-1 bias ``query_bias[b, i] * key_bias[b, j]`` (same for all heads).
 
     Computes ``softmax(q k^T / sqrt(D) + r c^T) v`` for q, k, v [B, H, N, D], r = ``query_bias`` [B, N] and
-    c = ``key_bias`` [B, N] without materialising the N x N bias (PAGE-4D spec 2.2): the bias is folded into
-    extra head channels, ``q' = [q, a_hi, a_hi, a_lo]`` and ``k' = [k, c_hi, c_lo, c_hi]`` with
-    ``a = r * sqrt(D)`` and an explicit SDPA scale of ``1/sqrt(D)``, so a fused kernel still runs, at O(N)
-    extra memory. The high/low splits keep the bias accurate when q/k are bf16/fp16 (the bias reaches +-32
-    in the released model, where a single bf16 channel would be off by ~0.1 in the logits).
+    c = ``key_bias`` [B, N], where r is zero outside the queries ``query_rows`` [R] (PAGE-4D: the R = 5 S
+    camera and register tokens of S frames). All rows go through one plain
+    ``scaled_dot_product_attention`` (a fused kernel); the R biased rows are then recomputed exactly with the
+    bias, in float32 (float64 for float64 input) whatever the autocast dtype, at O(R N) extra memory, which
+    is a few percent of the work since R is a small share of N (PAGE-4D spec 2.2).
     """
-    batch, heads, tokens, head_dim = q.shape
+    head_dim = q.shape[-1]
     compute_dtype = _sdpa_compute_dtype(q)
     q, k, v = q.to(compute_dtype), k.to(compute_dtype), v.to(compute_dtype)
+    out = F.scaled_dot_product_attention(q, k, v)
     work_dtype = torch.float64 if compute_dtype == torch.float64 else torch.float32
-    query_scaled = query_bias.to(work_dtype) * math.sqrt(head_dim)
-    a_hi, a_lo = _split_high_low(query_scaled, compute_dtype)
-    c_hi, c_lo = _split_high_low(key_bias.to(work_dtype), compute_dtype)
-    padded_dim = -(-(head_dim + _BIAS_CHANNELS) // _HEAD_DIM_ALIGNMENT) * _HEAD_DIM_ALIGNMENT
-    zero_pad = padded_dim - head_dim - _BIAS_CHANNELS
-
-    def per_head(columns: list[torch.Tensor], like: torch.Tensor) -> torch.Tensor:
-        stacked = torch.stack(columns, dim=-1)[:, None].expand(batch, heads, tokens, len(columns))
-        zeros = like.new_zeros(batch, heads, tokens, zero_pad)
-        return torch.cat([like, stacked.to(like.dtype), zeros], dim=-1)
-
-    q_aug = per_head([a_hi, a_hi, a_lo], q)
-    k_aug = per_head([c_hi, c_lo, c_hi], k)
-    v_aug = F.pad(v, (0, padded_dim - head_dim))
-    out = F.scaled_dot_product_attention(q_aug, k_aug, v_aug, scale=head_dim**-0.5)
-    return out[..., :head_dim]
+    with torch.autocast(q.device.type, enabled=False):
+        rows_q = q.index_select(2, query_rows).to(work_dtype) * head_dim**-0.5
+        logits = rows_q @ k.to(work_dtype).transpose(-1, -2)
+        bias = query_bias.index_select(1, query_rows).to(work_dtype)[:, None, :, None]
+        logits += bias * key_bias.to(work_dtype)[:, None, None, :]
+        rows_out = torch.softmax(logits, dim=-1) @ v.to(work_dtype)
+    if out.requires_grad:
+        return out.index_copy(2, query_rows, rows_out.to(out.dtype))
+    return out.index_copy_(2, query_rows, rows_out.to(out.dtype))
 
 
 class LinearKMaskedBias(nn.Linear):
@@ -133,6 +123,7 @@ class Attention(nn.Module):
         rope: RopeTables | None = None,
         query_bias: torch.Tensor | None = None,
         key_bias: torch.Tensor | None = None,
+        query_rows: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Attend over the tokens of ``x`` [B, N, C].
 
@@ -141,6 +132,7 @@ class Attention(nn.Module):
             rope: rotary tables for the N tokens (None: no RoPE).
             query_bias: optional per-query factor r [B, N] of the logit bias ``r_i * c_j``.
             key_bias: per-key factor c [B, N]; required with ``query_bias``.
+            query_rows: indices [R] of the queries where r may be non-zero; required with ``query_bias``.
         """
         batch, tokens, channels = x.shape
         qkv = self.qkv(x).reshape(batch, tokens, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
@@ -151,7 +143,7 @@ class Attention(nn.Module):
         if query_bias is None:
             out = F.scaled_dot_product_attention(q, k, v)
         else:
-            if key_bias is None:
-                raise ValueError("attention got query_bias without key_bias")
-            out = attention_with_query_key_bias(q, k, v, query_bias, key_bias)
+            if key_bias is None or query_rows is None:
+                raise ValueError("attention got query_bias without key_bias and query_rows")
+            out = attention_with_query_key_bias(q, k, v, query_bias, key_bias, query_rows)
         return self.proj(out.transpose(1, 2).reshape(batch, tokens, channels))

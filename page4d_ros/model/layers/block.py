@@ -59,7 +59,8 @@ class Block(nn.Module):
         rope: RopeTables | None = None,
         query_bias: torch.Tensor | None = None,
         key_bias: torch.Tensor | None = None,
+        query_rows: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Apply the block to ``x`` [B, N, C]; see :meth:`Attention.forward` for the optional arguments."""
-        x = x + self.ls1(self.attn(self.norm1(x), rope, query_bias, key_bias))
+        x = x + self.ls1(self.attn(self.norm1(x), rope, query_bias, key_bias, query_rows))
         return x + self.ls2(self.mlp(self.norm2(x)))
