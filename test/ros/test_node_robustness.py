@@ -269,7 +269,11 @@ def test_compressed_input_and_metric_scale_enable_tf(
     assert probe.wait_for(lambda: len(probe.messages("depth")) >= 6, 60.0)
     assert [h.stamp_of(m.header) for m in probe.messages("depth")] == stamps
     assert probe.wait_for(lambda: len(probe.messages("tf")) >= 6, 10.0)
-    assert probe.diagnostic_values("page4d: scale")["scale_state"] == "fixed"
+    # Diagnostics come every diagnostics_period: wait for a report made after the outputs (flaky before).
+    scale_fixed = probe.wait_for(
+        lambda: probe.diagnostic_values("page4d: scale").get("scale_state") == "fixed", 10.0
+    )
+    assert scale_fixed, probe.diagnostic_values("page4d: scale")
     assert probe.diagnostic_values("page4d: input")["encoding"] == "compressed jpeg"
     assert input_counts(probe).get("decode") == 1 and "callback_error" not in input_counts(probe)
 
