@@ -38,4 +38,8 @@ step stream --sizes 224 518 --precisions fp32 bf16 fp16 --sdpa default flash eff
     --mask-blocks
 step compiled --sizes 224 518 --precisions bf16 --windows 3 --compile
 step load --skip-stream --load --load-repeats 2
+# The other network families at full size (random weights), at their own input-size rules.
+for family in pi3 vggt-omega; do
+    preset=$family step "stream_$family" --sizes 518 --precisions fp32 bf16 --windows 3
+done
 exit $status

@@ -92,12 +92,25 @@ class PeakRssSampler:
         return self.peak - self.baseline
 
 
-def _network_size(long_side: int) -> tuple[int, int]:
-    """Network input (H, W) of a 640x480 camera at ``long_side``, as the node's preprocessing plans it."""
+def _network_size(long_side: int, model: torch.nn.Module | None = None) -> tuple[int, int]:
+    """Network input (H, W) of a 640x480 camera at ``long_side``, as the node's preprocessing plans it.
+
+    A network family with its own input-size rule (π³'s pixel budget, VGGT-Omega's 'balanced' size, where
+    ``long_side`` sets the resolution as the node's ``model_long_side`` does) uses that rule.
+    """
+    import dataclasses
+
     from page4d_ros.pipeline.config import PipelineConfig
+    from page4d_ros.pipeline.predictor import ModelPredictor
     from page4d_ros.pipeline.preprocess import plan_resize
 
-    plan = plan_resize(CAMERA_WIDTH, CAMERA_HEIGHT, long_side, PipelineConfig().resize_mode)
+    size_rule = None
+    if model is not None:
+        size_rule = ModelPredictor(model, device=next(model.parameters()).device).size_rule
+    if dataclasses.is_dataclass(size_rule) and hasattr(size_rule, "resolution"):
+        size_rule = dataclasses.replace(size_rule, resolution=long_side)
+    mode = PipelineConfig().resize_mode
+    plan = plan_resize(CAMERA_WIDTH, CAMERA_HEIGHT, long_side, mode, size_rule=size_rule)
     return plan.network_height, plan.network_width
 
 
@@ -166,7 +179,7 @@ def stream_benchmark(
 
     ``reference`` (the fp32 streaming outputs per window) gives the deviation of a low-precision run.
     """
-    height, width = _network_size(long_side)
+    height, width = _network_size(long_side, model)
     generator = torch.Generator().manual_seed(0)
     frames = torch.rand(window + windows * stride, 3, height, width, generator=generator).to(device)
     dtype = PRECISIONS[precision]
