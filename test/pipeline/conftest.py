@@ -42,6 +42,8 @@ def _oracle_config(**overrides: object) -> PipelineConfig:
         "min_depth_m": 1e-3,
         "max_depth_m": 1e3,
         "mask_dilate_px": 0,
+        # These tests check the network path (chaining, scale, masks); test_refinement.py covers "flow".
+        "pose_refinement": "none",
     }
     values.update(overrides)
     return PipelineConfig.from_dict(values)
