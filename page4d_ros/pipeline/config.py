@@ -11,7 +11,7 @@ import yaml
 
 RESIZE_MODES = ("crop", "pad")
 SCALE_SOURCES = ("none", "fixed", "odometry", "depth", "camera_height")
-MASK_FUSIONS = ("max", "mean")
+MASK_FUSIONS = ("max", "mean", "tested")
 POSE_REFINEMENTS = ("none", "flow")
 FLOW_PRESET_NAMES = ("ultrafast", "fast", "medium")
 PATCH_SIZE = 14
@@ -85,7 +85,8 @@ class PipelineConfig:
         mask_rel_tolerance: relative depth margin of the free-space test.
         mask_min_votes: frames that must see through a point for it to be dynamic.
         mask_vote_fraction: ... and the fraction of the frames where the test was possible.
-        mask_fusion: ``"max"`` (either source) or ``"mean"`` (see ``masks.MASK_FUSIONS_DOC``).
+        mask_fusion: ``"max"`` (either source), ``"mean"`` or ``"tested"`` (the flow-residual decision where
+            it was tested, else either source; see ``masks.MASK_FUSIONS_DOC``).
         mask_compare_frames: frames each new frame is checked against, spread over the available time span
             (the farthest first; ``masks.comparison_frames``).
         mask_photometric_tolerance: grey-level margin (fraction of 0-255) beyond which a visible point whose
@@ -144,13 +145,13 @@ class PipelineConfig:
     min_depth_m: float = 0.1
     max_depth_m: float = 20.0
     mask_threshold: float = 0.5
-    mask_dilate_px: int = 3
-    mask_geometric: bool = True
+    mask_dilate_px: int = 1
+    mask_geometric: bool = False
     mask_check_stride: int = 1
     mask_rel_tolerance: float = 0.05
     mask_min_votes: int = 1
     mask_vote_fraction: float = 0.25
-    mask_fusion: str = "max"
+    mask_fusion: str = "tested"
     mask_compare_frames: int = 3
     mask_photometric_tolerance: float = 0.0
     mask_history_s: float = 1.5

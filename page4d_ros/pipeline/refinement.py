@@ -359,7 +359,7 @@ class FlowRefiner:
         relative_threshold: float,
         min_votes: int,
     ) -> tuple[np.ndarray, np.ndarray] | None:
-        """Flow-residual dynamic decision [h,w] (bool) and test counts (int32) on the output grid.
+        """Flow-residual dynamic decision [h,w] and where it was tested (both bool) on the output grid.
 
         ``depth`` [h,w] (output grid, NaN invalid) and ``T_world_cam`` of the frame, ``others`` the
         (stamp, world-from-camera pose) of comparison frames in the same units. A baseline votes where the
@@ -410,4 +410,4 @@ class FlowRefiner:
             votes += can_test & (residual > threshold_px + relative_threshold * rigid)
             tested += can_test
         dynamic = (votes >= min_votes) & (2 * votes >= np.maximum(tested, 1))
-        return dynamic.reshape(height, width), tested.reshape(height, width)
+        return dynamic.reshape(height, width), tested.reshape(height, width) > 0

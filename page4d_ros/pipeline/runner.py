@@ -377,14 +377,15 @@ class StreamingPipeline:
         K: np.ndarray,
         poses: np.ndarray,
         reused: dict[int, np.ndarray],
-        flow_masks: dict[int, np.ndarray] | None = None,
+        flow_masks: dict[int, tuple[np.ndarray, np.ndarray]] | None = None,
     ) -> tuple[np.ndarray, list[MaskView]]:
         """Dynamic masks of the window's frames and the mask views of the newly computed ones.
 
         Frames already published keep their published mask (``reused``); the others are checked against
         comparison frames chosen among the window's frames and the recent published frames
         (``mask_history_s``), all in the global frame (``depth`` and ``poses`` after chaining and
-        refinement). ``flow_masks`` (window index -> flow-residual decision) join the geometric decision.
+        refinement). ``flow_masks`` (window index -> flow-residual decision, where tested) join the
+        geometric decision.
         """
         cfg = self.config
         plan = window[0].plan
@@ -439,17 +440,20 @@ class StreamingPipeline:
                 # Without any other frame (single-frame windows) the geometric test has nothing to say.
                 full = np.repeat(np.repeat(coarse, stride, axis=1), stride, axis=2)
                 geometric = full[:, : depth.shape[1], : depth.shape[2]]
+        tested = None
         if flow_masks and any(i in flow_masks for i in todo):
             geometric = np.zeros((len(todo), *depth.shape[1:]), bool) if geometric is None else geometric
+            tested = np.zeros_like(geometric)
             for n, i in enumerate(todo):
                 if i in flow_masks:
-                    geometric[n] |= flow_masks[i]
+                    geometric[n] |= flow_masks[i][0]
+                    tested[n] = flow_masks[i][1]
         network = None
         if prediction.dynamics is not None:
             full = network_probability(prediction.dynamics[todo], plan.network_height, plan.network_width)
             network = plan.crop_to_output(full)
         if geometric is not None or network is not None:
-            fused = fuse_masks(geometric, network, cfg.mask_threshold, cfg.mask_fusion)
+            fused = fuse_masks(geometric, network, cfg.mask_threshold, cfg.mask_fusion, tested)
             dynamic[todo] = dilate(fused, cfg.mask_dilate_px)
         return dynamic, views
 
@@ -470,14 +474,14 @@ class StreamingPipeline:
         prediction: WindowPrediction,
         reused: dict[int, np.ndarray],
         alignment: Alignment,
-    ) -> tuple[np.ndarray, dict[int, np.ndarray]]:
+    ) -> tuple[np.ndarray, dict[int, tuple[np.ndarray, np.ndarray]]]:
         """Flow + PnP poses of the new frames (in order) and their flow-residual masks (``refinement``).
 
         Overlap frames keep the poses they were published with; each new frame is solved against the frame
         before it (refined, with its confidence-filtered ``depth`` and dynamic pixels kept out), falling
         back to the network's relative pose (``poses``, chained) where the flow is unreliable. The masks use
-        ``raw_depth`` (before the confidence cuts, same units). Returns the poses and the flow masks by
-        window index.
+        ``raw_depth`` (before the confidence cuts, same units). Returns the poses and, by window index, the
+        flow masks with where they were tested.
         """
         cfg = self.config
         refiner = self._refiner
@@ -493,7 +497,7 @@ class StreamingPipeline:
             network_dynamic = plan.crop_to_output(probability) >= cfg.mask_threshold
         K = [self._geometry_intrinsics(window[i], K_predicted[i]) for i in range(len(window))]
         no_pixels = np.zeros(depth.shape[1:], dtype=bool)
-        flow_masks: dict[int, np.ndarray] = {}
+        flow_masks: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         for i in range(first_new, len(window)):
             references = []
             if i > 0:
@@ -504,7 +508,7 @@ class StreamingPipeline:
                     j for j in range(i) if window[i].stamp_ns - window[j].stamp_ns <= span or j == i - 1
                 )
                 for j in dict.fromkeys((far, i - 1)):
-                    excluded = reused.get(j, flow_masks.get(j, no_pixels))
+                    excluded = reused.get(j, flow_masks.get(j, (no_pixels,))[0])
                     if network_dynamic is not None:
                         excluded = excluded | network_dynamic[j]
                     references.append((window[j].stamp_ns, refined[j], poses[j], depth[j], excluded))
@@ -558,11 +562,11 @@ class StreamingPipeline:
         depth: np.ndarray,
         K: np.ndarray,
         later: bool,
-    ) -> np.ndarray | None:
+    ) -> tuple[np.ndarray, np.ndarray] | None:
         """Flow-residual decision of window frame ``i`` against baselines within ``mask_flow_baseline_s``.
 
         Candidates are the earlier window frames and recently published frames, or with ``later`` the later
-        window frames (whose poses are then known).
+        window frames (whose poses are then known). Returns (dynamic, tested) or None.
         """
         cfg = self.config
         stamp = window[i].stamp_ns
@@ -590,7 +594,7 @@ class StreamingPipeline:
             cfg.mask_flow_relative,
             cfg.mask_flow_min_votes,
         )
-        return None if result is None else result[0]
+        return result
 
     def _remember_flow_poses(self, stamps: np.ndarray, poses: np.ndarray) -> None:
         """Keep the final poses of the window's frames for later flow baselines (``mask_flow_baseline_s``)."""
@@ -773,7 +777,7 @@ class StreamingPipeline:
                 # Not tied to the previous frames by overlap: their views would disagree with this window.
                 self._mask_history = []
 
-        flow_masks: dict[int, np.ndarray] = {}
+        flow_masks: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         if self._refiner is not None:
             with clock("refinement"):
                 # The flow-residual test also covers pixels the confidence cut dropped (often the movers).
