@@ -21,7 +21,16 @@ setup(
         ),
     ],
     python_requires=">=3.10",
-    install_requires=["setuptools", "numpy", "scipy", "pillow", "pyyaml", "safetensors", "torch>=2.4"],
+    install_requires=[
+        "setuptools",
+        "numpy",
+        "scipy",
+        "opencv-python-headless",
+        "pillow",
+        "pyyaml",
+        "safetensors",
+        "torch>=2.4",
+    ],
     extras_require={
         "tools": ["rosbags>=0.10", "tqdm", "matplotlib"],
         "test": [

@@ -11,7 +11,9 @@ import yaml
 
 RESIZE_MODES = ("crop", "pad")
 SCALE_SOURCES = ("none", "fixed", "odometry", "depth", "camera_height")
-MASK_FUSIONS = ("max", "mean")
+MASK_FUSIONS = ("max", "mean", "tested")
+POSE_REFINEMENTS = ("none", "flow")
+FLOW_PRESET_NAMES = ("ultrafast", "fast", "medium")
 PATCH_SIZE = 14
 
 # Fields the node may change while running (``StreamingPipeline.update_config``); others need a new pipeline.
@@ -36,6 +38,18 @@ RUNTIME_TUNABLES = frozenset(
         "mask_compare_frames",
         "mask_photometric_tolerance",
         "mask_history_s",
+        "refine_baseline_s",
+        "refine_min_inliers",
+        "refine_min_inlier_ratio",
+        "refine_max_flow_fraction",
+        "refine_max_rotation_gap_deg",
+        "refine_reprojection_px",
+        "mask_flow",
+        "mask_flow_threshold_px",
+        "mask_flow_relative",
+        "mask_flow_baseline_s",
+        "mask_flow_baselines",
+        "mask_flow_min_votes",
         "points_stride",
         "scale_factor",
         "camera_height_m",
@@ -71,7 +85,8 @@ class PipelineConfig:
         mask_rel_tolerance: relative depth margin of the free-space test.
         mask_min_votes: frames that must see through a point for it to be dynamic.
         mask_vote_fraction: ... and the fraction of the frames where the test was possible.
-        mask_fusion: ``"max"`` (either source) or ``"mean"`` (see ``masks.MASK_FUSIONS_DOC``).
+        mask_fusion: ``"max"`` (either source), ``"mean"`` or ``"tested"`` (the flow-residual decision where
+            it was tested, else either source; see ``masks.MASK_FUSIONS_DOC``).
         mask_compare_frames: frames each new frame is checked against, spread over the available time span
             (the farthest first; ``masks.comparison_frames``).
         mask_photometric_tolerance: grey-level margin (fraction of 0-255) beyond which a visible point whose
@@ -79,6 +94,28 @@ class PipelineConfig:
         mask_history_s: earlier published frames up to this many seconds back may serve as comparison
             frames besides the window's own (movers move farther, so slow ones are caught at high frame
             rates; 0 = the window only).
+        pose_refinement: ``"none"`` (the network's chained poses) or ``"flow"`` (optical flow + PnP against
+            the previous frame on the window's depth, gated against the network; ``refinement``).
+        flow_long_side: long side in pixels of the grey images the optical flow runs on (sources are
+            downsampled to it, never upsampled).
+        flow_preset: DIS optical-flow preset: ``ultrafast``, ``fast`` or ``medium``.
+        refine_baseline_s: each new frame is solved against the earliest window frame at most this many
+            seconds older (a longer baseline drifts less), else against the frame just before it.
+        refine_min_inliers: PnP inliers needed for the flow pose to win.
+        refine_min_inlier_ratio: ... and the fraction of the correspondences they make.
+        refine_max_flow_fraction: median flow above this fraction of the flow image width is "large
+            motion": the network pose is used.
+        refine_max_rotation_gap_deg: a flow pose whose rotation differs more from the network's relative
+            rotation is rejected.
+        refine_reprojection_px: RANSAC inlier threshold in flow pixels.
+        mask_flow: with ``pose_refinement: flow``, add the flow-residual test to the dynamic mask.
+        mask_flow_threshold_px: flow residual (flow pixels) above which a baseline votes dynamic ...
+        mask_flow_relative: ... plus this fraction of the rigid flow's length.
+        mask_flow_baseline_s: earlier frames up to this many seconds back serve as flow baselines (at least
+            the frame before, whatever the frame rate; short baselines keep flow accurate and occlusions
+            small).
+        mask_flow_baselines: baselines per frame, spread over that span (farthest first).
+        mask_flow_min_votes: baselines that must vote dynamic (and at least half of those tested).
         points_stride: keep every n-th pixel (both directions) in the point cloud.
         scale_source: ``none``, ``fixed``, ``odometry``, ``depth`` or ``camera_height`` (see ``scale``).
         scale_factor: output units per model unit of the first window for ``fixed``.
@@ -108,16 +145,31 @@ class PipelineConfig:
     min_depth_m: float = 0.1
     max_depth_m: float = 20.0
     mask_threshold: float = 0.5
-    mask_dilate_px: int = 3
-    mask_geometric: bool = True
+    mask_dilate_px: int = 1
+    mask_geometric: bool = False
     mask_check_stride: int = 1
     mask_rel_tolerance: float = 0.05
     mask_min_votes: int = 1
     mask_vote_fraction: float = 0.25
-    mask_fusion: str = "max"
+    mask_fusion: str = "tested"
     mask_compare_frames: int = 3
     mask_photometric_tolerance: float = 0.0
     mask_history_s: float = 1.5
+    pose_refinement: str = "flow"
+    flow_long_side: int = 320
+    flow_preset: str = "ultrafast"
+    refine_baseline_s: float = 0.2
+    refine_min_inliers: int = 40
+    refine_min_inlier_ratio: float = 0.3
+    refine_max_flow_fraction: float = 0.15
+    refine_max_rotation_gap_deg: float = 5.0
+    refine_reprojection_px: float = 1.0
+    mask_flow: bool = True
+    mask_flow_threshold_px: float = 1.5
+    mask_flow_relative: float = 0.1
+    mask_flow_baseline_s: float = 0.13
+    mask_flow_baselines: int = 3
+    mask_flow_min_votes: int = 1
     points_stride: int = 2
     scale_source: str = "none"
     scale_factor: float = 1.0
@@ -233,6 +285,22 @@ class PipelineConfig:
         integer("mask_compare_frames", 1, 32)
         real("mask_photometric_tolerance", 0.0, 1.0)
         real("mask_history_s", 0.0, 10.0)
+        choice("pose_refinement", POSE_REFINEMENTS)
+        integer("flow_long_side", 32, 4096)
+        choice("flow_preset", FLOW_PRESET_NAMES)
+        real("refine_baseline_s", 0.0)
+        integer("refine_min_inliers", 6)
+        real("refine_min_inlier_ratio", 0.0, 1.0)
+        real("refine_max_flow_fraction", 0.0, 1.0, low_open=True)
+        real("refine_max_rotation_gap_deg", 0.0, 180.0, low_open=True)
+        real("refine_reprojection_px", 0.0, 100.0, low_open=True)
+        if not isinstance(self.mask_flow, bool):
+            problems.append(f"mask_flow must be true or false, got {self.mask_flow!r}")
+        real("mask_flow_threshold_px", 0.0, 1000.0)
+        real("mask_flow_relative", 0.0, 10.0)
+        real("mask_flow_baseline_s", 0.0, 10.0, low_open=True)
+        integer("mask_flow_baselines", 1, 16)
+        integer("mask_flow_min_votes", 1, 16)
         integer("points_stride", 1, 64)
         choice("scale_source", SCALE_SOURCES)
         real("scale_factor", 0.0, low_open=True)

@@ -28,6 +28,8 @@ MASK_FUSIONS_DOC = {
     "max": "dynamic when either the geometric test or the network map says so",
     "mean": "dynamic when the mean of the geometric decision (0/1) and the network probability reaches the "
     "threshold",
+    "tested": "the geometric decision where the flow-residual test could be made (the more reliable "
+    "source there), the network map (or the geometric decision) elsewhere",
 }
 
 
@@ -226,17 +228,27 @@ def dilate(mask: np.ndarray, radius_px: int) -> np.ndarray:
 
 
 def fuse_masks(
-    geometric: np.ndarray | None, network_prob: np.ndarray | None, threshold: float, fusion: str
+    geometric: np.ndarray | None,
+    network_prob: np.ndarray | None,
+    threshold: float,
+    fusion: str,
+    tested: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Combine the geometric decision and the network probability (see ``MASK_FUSIONS_DOC``)."""
+    """Combine the geometric decision and the network probability (see ``MASK_FUSIONS_DOC``).
+
+    ``tested`` (bool, like ``geometric``) marks where the flow-residual test was made, for ``"tested"``;
+    without it that fusion is ``"max"``.
+    """
     if geometric is None and network_prob is None:
         raise ValueError("fuse_masks needs at least one of the geometric mask and the network probability")
     if network_prob is None:
         return geometric.copy()
     if geometric is None:
         return network_prob >= threshold
-    if fusion == "max":
+    if fusion == "max" or (fusion == "tested" and tested is None):
         return geometric | (network_prob >= threshold)
+    if fusion == "tested":
+        return np.where(tested, geometric, geometric | (network_prob >= threshold))
     if fusion == "mean":
         return 0.5 * (geometric.astype(np.float32) + network_prob) >= threshold
     raise ValueError(f"unknown mask fusion {fusion!r}; use one of {sorted(MASK_FUSIONS_DOC)}")

@@ -50,6 +50,7 @@ from page4d_ros.pipeline.masks import (
     network_probability,
 )
 from page4d_ros.pipeline.preprocess import ResizePlan, images_to_tensor_layout, plan_resize, resize_rgb
+from page4d_ros.pipeline.refinement import FlowRefiner
 from page4d_ros.pipeline.scale import ScaleEstimator, WindowScaleInputs
 from page4d_ros.pipeline.types import Frame, FrameResult, Predictor, WindowPrediction
 from page4d_ros.pipeline.windowing import BufferedFrame, FrameQueue, KeyframeGate
@@ -57,7 +58,9 @@ from page4d_ros.pipeline.windowing import BufferedFrame, FrameQueue, KeyframeGat
 LOGGER = logging.getLogger("page4d_ros.pipeline")
 MAX_WARNINGS = 20
 # Alignments that tie a window to the previous frames through shared frames (the mask history stays valid).
-CHAINED_METHODS = ("points", "centres", "rotation_only")
+CHAINED_METHODS = ("points", "centres", "rotation_only", "depth_ratio")
+# Overlap pixels needed for the depth-ratio anchoring of ``pose_refinement: flow``.
+MIN_DEPTH_RATIO_PIXELS = 50
 # Older published frames kept for the dynamic-mask check, beyond the last window's worth.
 MASK_HISTORY_MAX_OLDER = 16
 SCALE_POINTS_PER_WINDOW = 20000
@@ -71,8 +74,14 @@ class PipelineStats:
     (the whole window including the resizing of its new frames as they arrived), ``last_postprocess_ms``
     (the same without the predictor), and ``last_stage_ms`` per
     stage: ``preprocess`` (resizing the window's new frames and stacking the input), ``inference``, ``depth``
-    (cropping, confidence cuts), ``masks``, ``chaining``, ``scale``, ``points`` (per-frame outputs and
-    clouds) and ``total``.
+    (cropping, confidence cuts), ``masks``, ``chaining``, ``refinement`` (flow poses and flow-residual
+    masks, with ``pose_refinement: flow``), ``scale``, ``points`` (per-frame outputs and clouds) and
+    ``total``.
+
+    Pose sources (``pose_refinement: flow``): ``pose_source_flow`` / ``pose_source_network`` count the new
+    frames whose published pose came from flow + PnP or from the network (fallback); ``pose_last_source``,
+    ``pose_last_fallback`` (why the network was used: ``refinement.FALLBACK_REASONS``) and
+    ``pose_last_inliers`` describe the last frame.
     """
 
     frames_in: int = 0
@@ -95,6 +104,11 @@ class PipelineStats:
     scale_is_metric: bool = False
     alignment: str = ""
     alignment_residual: float = float("nan")
+    pose_source_flow: int = 0
+    pose_source_network: int = 0
+    pose_last_source: str = ""
+    pose_last_fallback: str = ""
+    pose_last_inliers: int = 0
     last_reset_reason: str = ""
     warnings: list[str] = field(default_factory=list)
 
@@ -158,6 +172,8 @@ class StreamingPipeline:
         self._inference_ms_total = 0.0
         self._preprocess_ms = 0.0
         self._mask_history: list[MaskView] = []
+        self._refiner = self._make_refiner()
+        self._flow_poses: dict[int, np.ndarray] = {}
         self._warned: set[str] = set()
         self.history: deque[tuple[int, np.ndarray]] = deque(maxlen=self.config.history_max_poses)
         self.stats.scale_state = self._scale.state
@@ -226,6 +242,29 @@ class StreamingPipeline:
             raise ValueError(f"{fixed} cannot change while running; build a new pipeline to change them")
         self.config = self.config.replace(**runtime_tunables)
         self._scale.config = self.config
+        if self._refiner is not None:
+            cfg = self.config
+            self._refiner.min_inliers = cfg.refine_min_inliers
+            self._refiner.min_inlier_ratio = cfg.refine_min_inlier_ratio
+            self._refiner.max_flow_fraction = cfg.refine_max_flow_fraction
+            self._refiner.max_rotation_gap_deg = cfg.refine_max_rotation_gap_deg
+            self._refiner.reprojection_px = cfg.refine_reprojection_px
+
+    def _make_refiner(self) -> FlowRefiner | None:
+        """The flow refiner of ``pose_refinement: flow`` (None for ``none``)."""
+        cfg = self.config
+        if cfg.pose_refinement != "flow":
+            return None
+        return FlowRefiner(
+            flow_long_side=cfg.flow_long_side,
+            flow_preset=cfg.flow_preset,
+            min_inliers=cfg.refine_min_inliers,
+            min_inlier_ratio=cfg.refine_min_inlier_ratio,
+            max_flow_fraction=cfg.refine_max_flow_fraction,
+            max_rotation_gap_deg=cfg.refine_max_rotation_gap_deg,
+            reprojection_px=cfg.refine_reprojection_px,
+            max_images=max(cfg.buffer_max_frames, 2 * cfg.window_size) + MASK_HISTORY_MAX_OLDER,
+        )
 
     # -------------------------------------------------------------------------------------------- internals
     def _warn_once(self, key: str, message: str) -> None:
@@ -241,6 +280,9 @@ class StreamingPipeline:
         self._pending = []
         self._previous = {}
         self._mask_history = []
+        self._flow_poses = {}
+        if self._refiner is not None:
+            self._refiner.clear()
         self._last_stamp = None
         self._plan = None
         self._gate.reset()
@@ -296,6 +338,8 @@ class StreamingPipeline:
             )
         resize_start = time.perf_counter()
         network_rgb = resize_rgb(frame.rgb, self._plan)
+        if self._refiner is not None:
+            self._refiner.add_image(int(frame.stamp_ns), frame.rgb, self._plan)
         self._preprocess_ms += 1e3 * (time.perf_counter() - resize_start)
         self._pending.append(
             BufferedFrame(
@@ -340,12 +384,15 @@ class StreamingPipeline:
         K: np.ndarray,
         poses: np.ndarray,
         reused: dict[int, np.ndarray],
+        flow_masks: dict[int, tuple[np.ndarray, np.ndarray]] | None = None,
     ) -> tuple[np.ndarray, list[MaskView]]:
         """Dynamic masks of the window's frames and the mask views of the newly computed ones.
 
         Frames already published keep their published mask (``reused``); the others are checked against
         comparison frames chosen among the window's frames and the recent published frames
-        (``mask_history_s``), all in the global frame (``depth`` and ``poses`` after chaining).
+        (``mask_history_s``), all in the global frame (``depth`` and ``poses`` after chaining and
+        refinement). ``flow_masks`` (window index -> flow-residual decision, where tested) join the
+        geometric decision.
         """
         cfg = self.config
         plan = window[0].plan
@@ -400,14 +447,169 @@ class StreamingPipeline:
                 # Without any other frame (single-frame windows) the geometric test has nothing to say.
                 full = np.repeat(np.repeat(coarse, stride, axis=1), stride, axis=2)
                 geometric = full[:, : depth.shape[1], : depth.shape[2]]
+        tested = None
+        if flow_masks and any(i in flow_masks for i in todo):
+            geometric = np.zeros((len(todo), *depth.shape[1:]), bool) if geometric is None else geometric
+            tested = np.zeros_like(geometric)
+            for n, i in enumerate(todo):
+                if i in flow_masks:
+                    geometric[n] |= flow_masks[i][0]
+                    tested[n] = flow_masks[i][1]
         network = None
         if prediction.dynamics is not None:
             full = network_probability(prediction.dynamics[todo], plan.network_height, plan.network_width)
             network = plan.crop_to_output(full)
         if geometric is not None or network is not None:
-            fused = fuse_masks(geometric, network, cfg.mask_threshold, cfg.mask_fusion)
+            fused = fuse_masks(geometric, network, cfg.mask_threshold, cfg.mask_fusion, tested)
             dynamic[todo] = dilate(fused, cfg.mask_dilate_px)
         return dynamic, views
+
+    def _geometry_intrinsics(self, buffered: BufferedFrame, K_predicted: np.ndarray) -> np.ndarray:
+        """Output-grid K for flow geometry: the camera's calibration when given, else the prediction."""
+        if buffered.calibration is not None:
+            return buffered.plan.intrinsics_to_output(buffered.calibration.K)
+        return K_predicted
+
+    def _refine(
+        self,
+        window: list[BufferedFrame],
+        first_new: int,
+        poses: np.ndarray,
+        depth: np.ndarray,
+        raw_depth: np.ndarray,
+        K_predicted: np.ndarray,
+        prediction: WindowPrediction,
+        reused: dict[int, np.ndarray],
+        alignment: Alignment,
+    ) -> tuple[np.ndarray, dict[int, tuple[np.ndarray, np.ndarray]]]:
+        """Flow + PnP poses of the new frames (in order) and their flow-residual masks (``refinement``).
+
+        Overlap frames keep the poses they were published with; each new frame is solved against the frame
+        before it (refined, with its confidence-filtered ``depth`` and dynamic pixels kept out), falling
+        back to the network's relative pose (``poses``, chained) where the flow is unreliable. The masks use
+        ``raw_depth`` (before the confidence cuts, same units). Returns the poses and, by window index, the
+        flow masks with where they were tested.
+        """
+        cfg = self.config
+        refiner = self._refiner
+        plan = window[0].plan
+        refined = poses.copy()
+        for i in range(first_new):
+            published = self._previous.get(window[i].stamp_ns)
+            if published is not None:
+                refined[i] = published.T_world_cam
+        network_dynamic = None
+        if prediction.dynamics is not None:
+            probability = network_probability(prediction.dynamics, plan.network_height, plan.network_width)
+            network_dynamic = plan.crop_to_output(probability) >= cfg.mask_threshold
+        K = [self._geometry_intrinsics(window[i], K_predicted[i]) for i in range(len(window))]
+        no_pixels = np.zeros(depth.shape[1:], dtype=bool)
+        flow_masks: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        for i in range(first_new, len(window)):
+            references = []
+            if i > 0:
+                # The earliest window frame within refine_baseline_s (a longer baseline, less drift), then
+                # the frame just before when that one fails the gate.
+                span = cfg.refine_baseline_s * 1e9
+                far = next(
+                    j for j in range(i) if window[i].stamp_ns - window[j].stamp_ns <= span or j == i - 1
+                )
+                for j in dict.fromkeys((far, i - 1)):
+                    excluded = reused.get(j, flow_masks.get(j, (no_pixels,))[0])
+                    if network_dynamic is not None:
+                        excluded = excluded | network_dynamic[j]
+                    references.append((window[j].stamp_ns, refined[j], poses[j], depth[j], excluded))
+            elif alignment.method == "no_overlap" and self._last_published is not None:
+                last = self._last_published
+                references.append(
+                    (last.stamp_ns, last.T_world_cam, last.T_world_cam, last.depth, last.dynamic)
+                )
+            for attempt, reference in enumerate(references):
+                stamp, T_previous, network_previous, depth_previous, excluded = reference
+                if depth_previous.shape != depth.shape[1:] or excluded.shape != depth.shape[1:]:
+                    depth_previous = np.full(depth.shape[1:], np.nan, np.float32)
+                    excluded = no_pixels
+                estimate = refiner.refine_pose(
+                    stamp,
+                    window[i].stamp_ns,
+                    T_previous,
+                    np.linalg.inv(network_previous) @ poses[i],
+                    depth_previous,
+                    excluded,
+                    K[i],
+                    record=attempt == len(references) - 1,
+                )
+                if estimate.source == "flow" or attempt == len(references) - 1:
+                    if attempt < len(references) - 1:
+                        refiner.stats.record(estimate.source, "", estimate.inliers, estimate.inlier_ratio)
+                    refined[i] = estimate.T_world_cam
+                    break
+            if cfg.mask_flow:
+                mask = self._flow_mask(window, i, refined, raw_depth, K[i], later=False)
+                if mask is not None:
+                    flow_masks[i] = mask
+        if cfg.mask_flow:
+            # Frames without an earlier baseline (a segment's first frames) compare with later ones.
+            for i in range(first_new, len(window)):
+                if i not in flow_masks:
+                    mask = self._flow_mask(window, i, refined, raw_depth, K[i], later=True)
+                    if mask is not None:
+                        flow_masks[i] = mask
+        stats, counts = self.stats, refiner.stats
+        stats.pose_source_flow, stats.pose_source_network = counts.flow, counts.network
+        stats.pose_last_source, stats.pose_last_fallback = counts.last_source, counts.last_reason
+        stats.pose_last_inliers = counts.last_inliers
+        return refined, flow_masks
+
+    def _flow_mask(
+        self,
+        window: list[BufferedFrame],
+        i: int,
+        poses: np.ndarray,
+        depth: np.ndarray,
+        K: np.ndarray,
+        later: bool,
+    ) -> tuple[np.ndarray, np.ndarray] | None:
+        """Flow-residual decision of window frame ``i`` against baselines within ``mask_flow_baseline_s``.
+
+        Candidates are the earlier window frames and recently published frames, or with ``later`` the later
+        window frames (whose poses are then known). Returns (dynamic, tested) or None.
+        """
+        cfg = self.config
+        stamp = window[i].stamp_ns
+        span = cfg.mask_flow_baseline_s * 1e9
+        window_stamps = {f.stamp_ns for f in window}
+        if later:
+            candidates = [(window[j].stamp_ns, poses[j]) for j in range(i + 1, len(window))]
+        else:
+            candidates = [(window[j].stamp_ns, poses[j]) for j in range(i)]
+            candidates += [
+                (s, T) for s, T in self._flow_poses.items() if s < stamp and s not in window_stamps
+            ]
+        nearest = min((abs(s - stamp) for s, _ in candidates), default=0)
+        candidates = [(s, T) for s, T in candidates if 0 < abs(s - stamp) <= max(span, nearest)]
+        chosen = comparison_frames(stamp, [s for s, _ in candidates], cfg.mask_flow_baselines)
+        if not chosen:
+            return None
+        result = self._refiner.flow_residual_mask(
+            stamp,
+            poses[i],
+            depth[i],
+            K,
+            [candidates[c] for c in chosen],
+            cfg.mask_flow_threshold_px,
+            cfg.mask_flow_relative,
+            cfg.mask_flow_min_votes,
+        )
+        return result
+
+    def _remember_flow_poses(self, stamps: np.ndarray, poses: np.ndarray) -> None:
+        """Keep the final poses of the window's frames for later flow baselines (``mask_flow_baseline_s``)."""
+        for stamp, pose in zip(stamps, poses):
+            self._flow_poses[int(stamp)] = pose.copy()
+        newest = int(stamps[-1])
+        span = self.config.mask_flow_baseline_s * 1e9
+        self._flow_poses = {s: T for s, T in self._flow_poses.items() if newest - s <= span}
 
     def _remember_mask_views(
         self, views: list[MaskView], correction: float, final_poses: dict[int, np.ndarray]
@@ -443,6 +645,36 @@ class StreamingPipeline:
                 continue
             older.append(view)
         self._mask_history = older[-MASK_HISTORY_MAX_OLDER:] + recent
+
+    def _depth_ratio_alignment(
+        self, window: list[BufferedFrame], local: list[FrameGeometry], alignment: Alignment
+    ) -> Alignment:
+        """``pose_refinement: flow``: anchor the window at its last overlap frame's published pose, with the
+        scale that maps its depth onto the published depth of the overlap frames (median ratio over static
+        pixels).
+
+        The refined poses come from flow and depth, so the depth scale is what must carry over between
+        windows; a Sim(3) fitted through network poses that disagree with the published ones would let it
+        drift. Without enough overlap pixels the given ``alignment`` is kept.
+        """
+        ratios = []
+        last = None
+        for i, frame in enumerate(window):
+            published = self._previous.get(frame.stamp_ns)
+            if published is None or published.depth.shape != local[i].depth.shape:
+                continue
+            last = i
+            ok = np.isfinite(published.depth) & np.isfinite(local[i].depth) & (local[i].depth > 0)
+            ok &= (published.depth > 0) & ~published.dynamic
+            ratios.append(published.depth[ok] / local[i].depth[ok])
+        values = np.concatenate(ratios) if ratios else np.zeros(0)
+        if last is None or values.size < MIN_DEPTH_RATIO_PIXELS:
+            return alignment
+        scale = float(np.median(values))
+        residual = float(np.median(np.abs(values / scale - 1.0)))
+        anchor = self._previous[window[last].stamp_ns].T_world_cam
+        transform = anchor_transform(anchor, local[last].T_world_cam, scale)
+        return Alignment(transform, "depth_ratio", residual, alignment.overlap_frames)
 
     def _align(self, window: list[BufferedFrame], local: list[FrameGeometry]) -> Alignment:
         shared = [i for i, f in enumerate(window) if f.stamp_ns in self._previous]
@@ -556,6 +788,8 @@ class StreamingPipeline:
                 for i in range(num_frames)
             ]
             alignment = self._align(window, local)
+            if self._refiner is not None:
+                alignment = self._depth_ratio_alignment(window, local, alignment)
             transform = alignment.transform
             poses = transform.apply_poses(poses_local)
             depth = (transform.scale * depth_local).astype(np.float32)
@@ -563,8 +797,26 @@ class StreamingPipeline:
                 # Not tied to the previous frames by overlap: their views would disagree with this window.
                 self._mask_history = []
 
+        flow_masks: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        if self._refiner is not None:
+            with clock("refinement"):
+                # The flow-residual test also covers pixels the confidence cut dropped (often the movers).
+                raw_depth = transform.scale * plan.crop_to_output(prediction.depth).astype(np.float32)
+                poses, flow_masks = self._refine(
+                    window,
+                    num_frames - new_count,
+                    poses,
+                    depth,
+                    raw_depth,
+                    K_predicted,
+                    prediction,
+                    reused,
+                    alignment,
+                )
         with clock("masks"):
-            dynamic, views = self._dynamic_masks(window, prediction, depth, K_predicted, poses, reused)
+            dynamic, views = self._dynamic_masks(
+                window, prediction, depth, K_predicted, poses, reused, flow_masks
+            )
 
         with clock("scale"):
             shared = [f.stamp_ns for f in window if f.stamp_ns in self._previous]
@@ -572,13 +824,16 @@ class StreamingPipeline:
             inputs = self._scale_inputs(window, poses, depth, dynamic, K_predicted)
             correction = self._scale.correction(inputs)
             if correction != 1.0:
-                transform = Sim3(correction, np.eye(3), (1.0 - correction) * anchor).compose(transform)
-                poses = transform.apply_poses(poses_local)
+                step = Sim3(correction, np.eye(3), (1.0 - correction) * anchor)
+                transform = step.compose(transform)
+                poses = step.apply_poses(poses)
                 depth = (transform.scale * depth_local).astype(np.float32)
             self._scale.record_published(stamps, poses[:, :3, 3], correction, anchor)
             self._last_scale = transform.scale
         with clock("masks"):
             self._remember_mask_views(views, correction, {int(t): pose for t, pose in zip(stamps, poses)})
+        if self._refiner is not None:
+            self._remember_flow_poses(stamps, poses)
 
         with clock("points"):
             self._previous = {

@@ -329,6 +329,23 @@ _PIPELINE_DESCRIPTIONS: dict[str, str] = {
     "mask_compare_frames": "Frames (spread in time) each new frame is checked against geometrically.",
     "mask_photometric_tolerance": "Grey-level disagreement that also votes dynamic (0 disables it).",
     "mask_history_s": "Seconds of published frames kept as extra views for the geometric mask test.",
+    "pose_refinement": "none (the network's chained poses) or flow (optical flow + PnP on the window's "
+    "depth, gated against the network; fixed after configure).",
+    "flow_long_side": "Long side in pixels of the images the optical flow runs on (fixed after configure).",
+    "flow_preset": "DIS optical-flow preset: ultrafast, fast or medium (fixed after configure).",
+    "refine_baseline_s": "Solve each frame against the earliest window frame this many seconds back.",
+    "refine_min_inliers": "PnP inliers needed for the flow pose to win over the network's.",
+    "refine_min_inlier_ratio": "Fraction of the flow correspondences the PnP inliers must make.",
+    "refine_max_flow_fraction": "Median flow (fraction of image width) above which the network pose is used.",
+    "refine_max_rotation_gap_deg": "Largest rotation gap (degrees) between flow and network poses.",
+    "refine_reprojection_px": "RANSAC PnP inlier threshold in flow pixels.",
+    "mask_flow": "With pose_refinement flow, add the flow-residual test to the dynamic mask.",
+    "mask_flow_threshold_px": "Flow residual in flow pixels above which a baseline votes dynamic.",
+    "mask_flow_relative": "Added to that threshold per pixel of rigid flow (fraction).",
+    "mask_flow_baseline_s": "Earlier frames up to this many seconds back (at least the previous frame) "
+    "serve as flow baselines.",
+    "mask_flow_baselines": "Flow baselines per frame, spread over mask_flow_baseline_s.",
+    "mask_flow_min_votes": "Baselines that must vote dynamic (and at least half of those tested).",
     "points_stride": "Pixel stride of the published cloud.",
     "scale_source": "none, fixed (scale_factor), odometry (odom topic), depth (metric_depth topic), "
     "camera_height.",

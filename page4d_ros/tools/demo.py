@@ -89,8 +89,9 @@ def node_parameters(args: argparse.Namespace) -> dict[str, Any]:
         "base_frame": "camera_link",
         "diagnostics_period": 0.5,
         # The small synthetic model's depth is too coarse for the multi-view consistency test, which then
-        # flags static surfaces; the demo shows the network's own dynamics map.
+        # flags static surfaces; the masks come from the flow-residual test fused with the dynamics map.
         "mask_geometric": False,
+        "pose_refinement": args.pose_refinement,
     }
 
 
@@ -403,6 +404,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=0,
         help="network input long side in pixels (0: the checkpoint's)",
+    )
+    parser.add_argument(
+        "--pose-refinement",
+        choices=("none", "flow"),
+        default="flow",
+        help="pose_refinement of the node (default flow; none publishes the network's own poses)",
     )
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=2, help="torch threads of the node")

@@ -9,11 +9,17 @@ Two protocols:
   and the chained trajectory is aligned once per sequence. This is the protocol that sees whether the
   window-to-window scale holds.
 
-Reported per sequence: ATE (also as a percentage of the ground-truth path length), RPE, depth AbsRel /
-delta < 1.25 (median scale) and dynamic-mask IoU.
+Reported per sequence: ATE (also as a percentage of the ground-truth path length; for cameras that do
+not travel, ``rotate`` and ``static``, the drift instead: the farthest published camera centre from the first,
+as a percentage of the median published depth), RPE, depth AbsRel / delta < 1.25 (median scale) and
+dynamic-mask IoU / precision / recall. ``--refinements none,flow`` runs the streaming protocol once per
+``pose_refinement`` value and adds a side-by-side table; ``--davis FOLDER`` also scores the masks of a real
+DAVIS clip (no poses or depth there).
 
     page4d-eval held-out --checkpoint page4d_ros/models/page4d_small.safetensors --width 112 --height 84
     page4d-eval held-out --checkpoint ... --streaming --frames 48 --width 320 --height 240
+    page4d-eval held-out --checkpoint ... --streaming --frames 96 --width 320 --height 240 --fps 30 \
+        --refinements none,flow --davis ../shared/data/davis_car_shadow
 """
 
 from __future__ import annotations
@@ -35,15 +41,25 @@ from page4d_ros.pipeline.predictor import ModelPredictor
 from page4d_ros.pipeline.runner import StreamingPipeline
 from page4d_ros.pipeline.types import CameraCalibration, Frame
 from page4d_ros.synthetic import SyntheticSequence, generate_sequence, invert_poses
+from page4d_ros.synthetic.loaders import load_davis
 
 # Held-out seeds start far from the training (1000+) and validation (900000+) seeds of the presets.
 HELD_OUT_SEED = 500_000
+# Every camera motion in both scenes; the first four are the original held-out set.
 HELD_OUT_SCENES: list[dict[str, Any]] = [
     {"camera_motion": "walk", "scene": "room", "num_movers": 3},
     {"camera_motion": "orbit", "scene": "outdoor", "num_movers": 4},
     {"camera_motion": "handheld", "scene": "room", "num_movers": 4},
     {"camera_motion": "walk", "scene": "outdoor", "num_movers": 3},
+    {"camera_motion": "rotate", "scene": "room", "num_movers": 3},
+    {"camera_motion": "static", "scene": "outdoor", "num_movers": 3},
+    {"camera_motion": "orbit", "scene": "room", "num_movers": 3},
+    {"camera_motion": "handheld", "scene": "outdoor", "num_movers": 4},
+    {"camera_motion": "rotate", "scene": "outdoor", "num_movers": 4},
+    {"camera_motion": "static", "scene": "room", "num_movers": 4},
 ]
+# Below this ground-truth path length (m) a camera does not travel (rotate, static): drift replaces ATE %.
+MIN_PATH_M = 1e-3
 
 
 def run_window(
@@ -192,17 +208,92 @@ def evaluate_model(
         name = f"{index:02d}-{sequence.camera_motion}-{sequence.scene}"
         result = evaluate(prediction, sequence, name=name)
         length = path_length(sequence.T_world_cam)
-        if result["pose"] is not None and length > 0:
+        if result["pose"] is not None:
             result["pose"]["path_length"] = length
-            result["pose"]["ate_percent_of_path"] = 100.0 * result["pose"]["ate_rmse"] / length
+            if length >= MIN_PATH_M:
+                result["pose"]["ate_percent_of_path"] = 100.0 * result["pose"]["ate_rmse"] / length
+            else:
+                result["pose"]["drift_percent_of_depth"] = drift_percent_of_depth(prediction)
         results.append(result)
     summary = summarize(results)
     percents = [
         r["pose"]["ate_percent_of_path"] for r in results if r["pose"] and "ate_percent_of_path" in r["pose"]
     ]
     summary["ATE % of path"] = float(np.mean(percents)) if percents else None
+    drifts = [
+        r["pose"]["drift_percent_of_depth"]
+        for r in results
+        if r["pose"] and "drift_percent_of_depth" in r["pose"]
+    ]
+    summary["drift % of depth"] = float(np.mean(drifts)) if drifts else None
     summary["ATE static-camera baseline"] = float(np.mean([static_camera_ate(s) for s in sequences]))
     return results, summary
+
+
+def drift_percent_of_depth(prediction: PredictionSet) -> float:
+    """For a camera that does not travel: the farthest predicted camera centre from the first one, as a
+    percentage of the median predicted depth (both in the prediction's units)."""
+    stamps = sorted(prediction.poses)
+    centres = np.stack([prediction.poses[stamp][:3, 3] for stamp in stamps])
+    depths = [d[np.isfinite(d) & (d > 0)] for d in prediction.depth.values()]
+    values = np.concatenate(depths) if depths else np.zeros(0)
+    if values.size == 0:
+        return float("nan")
+    return 100.0 * float(np.max(np.linalg.norm(centres - centres[0], axis=1))) / float(np.median(values))
+
+
+def evaluate_davis(
+    model: torch.nn.Module, root: str | Path, config: PipelineConfig, dynamics_sign: float = -1.0
+) -> dict[str, Any]:
+    """Stream a DAVIS clip (no calibration) through the pipeline and score its masks (all DAVIS has)."""
+    sequence = load_davis(root)
+    sign = "negative" if dynamics_sign < 0 else "positive"
+    prediction = predict_streaming(model, sequence, config, sign)
+    return evaluate(prediction, sequence, name=sequence.scene)
+
+
+def comparison_table(runs: dict[str, list[dict[str, Any]]]) -> str:
+    """Markdown table with one row per sequence and, per ``pose_refinement`` run, ATE % of path (or drift %
+    of depth, marked d), RPE-t, AbsRel, delta and mask IoU / precision / recall."""
+    names = list(runs)
+    header = ["Sequence"]
+    for name in names:
+        header += [f"{name}: ATE %", "RPE-t", "AbsRel", "δ<1.25", "IoU", "P", "R"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+
+    def cells(result: dict[str, Any] | None) -> list[str]:
+        if result is None:
+            return ["-"] * 7
+        pose, depth, mask = result["pose"] or {}, result["depth"] or {}, result["mask"] or {}
+        if "ate_percent_of_path" in pose:
+            ate = f"{pose['ate_percent_of_path']:.2f}"
+        elif "drift_percent_of_depth" in pose:
+            ate = f"{pose['drift_percent_of_depth']:.2f} d"
+        else:
+            ate = "-"
+
+        def number(values: dict[str, Any], key: str, digits: int) -> str:
+            value = values.get(key)
+            return "-" if value is None else f"{value:.{digits}f}"
+
+        return [
+            ate,
+            number(pose, "rpe_trans_rmse", 4),
+            number(depth, "abs_rel", 3),
+            number(depth, "delta_1", 3),
+            number(mask, "iou", 3),
+            number(mask, "precision", 3),
+            number(mask, "recall", 3),
+        ]
+
+    rows = max(len(results) for results in runs.values())
+    for index in range(rows):
+        first = next(results[index] for results in runs.values() if index < len(results))
+        row = [first["name"]]
+        for name in names:
+            row += cells(runs[name][index] if index < len(runs[name]) else None)
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)
 
 
 def static_camera_ate(sequence: SyntheticSequence) -> float:
@@ -221,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--model-preset", default="", help="network preset when the file has no stored config (e.g. pi3)"
     )
-    parser.add_argument("--sequences", type=int, default=8)
+    parser.add_argument("--sequences", type=int, default=len(HELD_OUT_SCENES))
     parser.add_argument(
         "--frames",
         type=int,
@@ -246,8 +337,20 @@ def main(argv: list[str] | None = None) -> int:
         help="streaming pipeline setting (YAML value), e.g. --pipeline mask_geometric=false; repeatable "
         "(model_long_side defaults to the checkpoint's, else the sequences' long side)",
     )
+    parser.add_argument(
+        "--refinements",
+        default="",
+        help="streaming: comma-separated pose_refinement values to run and compare, e.g. none,flow",
+    )
+    parser.add_argument(
+        "--davis", default=None, help="streaming: also score the masks of this DAVIS clip folder"
+    )
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args(argv)
+    refinements = [value.strip() for value in args.refinements.split(",") if value.strip()]
+    if (refinements or args.davis) and not args.streaming:
+        print("page4d-eval held-out: error: --refinements and --davis need --streaming", file=sys.stderr)
+        return 2
     if args.threads:
         torch.set_num_threads(args.threads)
     try:
@@ -258,21 +361,46 @@ def main(argv: list[str] | None = None) -> int:
             settings = {"model_long_side": long_side, "mask_threshold": args.mask_threshold}
             settings.update(parse_override(text) for text in args.pipeline)
             streaming = PipelineConfig.from_dict(settings)
+        configs = {"": streaming}
+        if refinements:
+            configs = {name: streaming.replace(pose_refinement=name) for name in refinements}
         sequences = held_out_sequences(
             args.sequences, args.frames, args.width, args.height, seed=args.seed, fps=args.fps
         )
-        results, summary = evaluate_model(
-            model, sequences, args.dynamics_sign, streaming, args.mask_threshold, report.inference
-        )
+        runs: dict[str, tuple[list[dict[str, Any]], dict[str, Any]]] = {}
+        davis: dict[str, Any] = {}
+        for name, config in configs.items():
+            runs[name] = evaluate_model(
+                model, sequences, args.dynamics_sign, config, args.mask_threshold, report.inference
+            )
+            if args.davis:
+                davis[name] = evaluate_davis(model, args.davis, config, args.dynamics_sign)
     except (ValueError, FileNotFoundError, CheckpointError) as error:
         print(f"page4d-eval held-out: error: {error}", file=sys.stderr)
         return 2
-    print(format_table(results))
-    print(json.dumps(summary))
+    for name, (results, summary) in runs.items():
+        if name:
+            print(f"\n## pose_refinement: {name}")
+        print(format_table(results))
+        print(json.dumps(summary))
+        if name in davis and davis[name]["mask"]:
+            mask = davis[name]["mask"]
+            print(
+                f"DAVIS {davis[name]['name']}: mask IoU {mask['iou']:.3f}, precision "
+                f"{mask['precision']:.3f}, recall {mask['recall']:.3f}"
+            )
+    if len(runs) > 1:
+        print("\n" + comparison_table({name: results for name, (results, _) in runs.items()}))
     if args.json:
-        Path(args.json).write_text(
-            json.dumps({"summary": summary, "results": results}, indent=2, default=float)
-        )
+        if list(runs) == [""]:
+            report: dict[str, Any] = {"summary": runs[""][1], "results": runs[""][0]}
+        else:
+            report = {
+                name: {"summary": summary, "results": results} for name, (results, summary) in runs.items()
+            }
+        if davis:
+            report["davis"] = davis
+        Path(args.json).write_text(json.dumps(report, indent=2, default=float))
     return 0
 
 

@@ -18,6 +18,7 @@ ROSDEP_KEYS = {
     "PIL": "python3-pil",
     "yaml": "python3-yaml",
     "torch": "python3-torch",
+    "cv2": "python3-opencv",
 }
 # Modules a ROS user installs with pip (no rosdep key we can rely on); they must be in setup.py instead.
 PIP_ONLY = {"safetensors", "rosbags", "tqdm", "matplotlib", "setuptools"}

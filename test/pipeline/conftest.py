@@ -42,6 +42,11 @@ def _oracle_config(**overrides: object) -> PipelineConfig:
         "min_depth_m": 1e-3,
         "max_depth_m": 1e3,
         "mask_dilate_px": 0,
+        # These tests check the network path (chaining, scale, masks: the free-space test fused by "max");
+        # test_refinement.py covers "flow".
+        "pose_refinement": "none",
+        "mask_geometric": True,
+        "mask_fusion": "max",
     }
     values.update(overrides)
     return PipelineConfig.from_dict(values)

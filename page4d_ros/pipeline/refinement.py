@@ -1,0 +1,413 @@
+"""Pose refinement with dense optical flow and PnP, and the flow-residual dynamic-mask test.
+
+Why: a small or un-tuned network often gets depth right and camera translation wrong. With the window's depth,
+dense optical flow between consecutive frames gives 2-D/3-D correspondences (pixel of the previous frame
+lifted with its depth and refined pose, against where the flow moved it in the current frame), and a robust
+PnP solves the current camera's pose. Scale stays tied to the network's depth (the 3-D points carry it).
+
+Per new frame (:meth:`FlowRefiner.refine_pose`):
+
+1. DIS optical flow (``cv2.DISOpticalFlow``) previous -> current and back, on grey images at
+   ``flow_long_side`` pixels; correspondences are kept on a regular grid where the previous frame is
+   textured (minimum eigenvalue of the structure tensor), has depth away from depth edges, is not flagged
+   dynamic (its published mask or the network's map) and passes the forward-backward check.
+2. ``cv2.solvePnPRansac`` on those, then ``cv2.solvePnPRefineLM`` on the inliers.
+3. Gate ("fusion"): the flow pose wins when the flow is reliable (enough textured correspondences, motion
+   below ``refine_max_flow_fraction`` of the image width, at least ``refine_min_inliers`` inliers making
+   ``refine_min_inlier_ratio`` of the correspondences, rotation within ``refine_max_rotation_gap_deg`` of
+   the network's relative rotation); otherwise the network's relative pose (chained in global units) is used.
+   Which source won and why is counted in :class:`RefinementStats`.
+
+Flow-residual masks (:meth:`FlowRefiner.flow_residual_mask`): for a frame with refined pose and depth, the
+observed flow to a few earlier frames (baselines spread over ``mask_flow_baseline_s``) is compared with the
+rigid flow that depth and poses predict. Because the model depth is coarse at object edges, the rigid
+position is the whole segment of the epipolar line spanned by the 3x3 minimum and maximum depth, and the
+residual is the distance to that segment. Pixels failing forward-backward consistency (occlusions,
+disocclusions) do not vote; a pixel is dynamic when its residual exceeds the threshold in at least half of the
+baselines where it could be tested (and in at least ``mask_flow_min_votes``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+from page4d_ros.pipeline.preprocess import ResizePlan
+
+FLOW_PRESETS = {
+    "ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST,
+    "fast": cv2.DISOPTICAL_FLOW_PRESET_FAST,
+    "medium": cv2.DISOPTICAL_FLOW_PRESET_MEDIUM,
+}
+POSE_SOURCES = ("flow", "network")
+FALLBACK_REASONS = (
+    "no_previous",
+    "no_image",
+    "size_change",
+    "no_depth",
+    "low_texture",
+    "large_motion",
+    "few_inliers",
+    "disagreement",
+    "pnp_failed",
+)
+# Structure-tensor minimum eigenvalue (grey levels 0-1, 5x5 block) below which a pixel counts as textureless.
+MIN_TEXTURE_EIGENVALUE = 1e-4
+DEPTH_EDGE_RATIO = 1.15
+RANSAC_ITERATIONS = 100
+RANSAC_CONFIDENCE = 0.999
+
+
+@dataclass
+class RefinementStats:
+    """Which pose source won per frame, and why the network was used when it was."""
+
+    frames: int = 0
+    flow: int = 0
+    network: int = 0
+    last_source: str = ""
+    last_reason: str = ""
+    last_inliers: int = 0
+    last_inlier_ratio: float = float("nan")
+    fallbacks: dict[str, int] = field(default_factory=dict)
+
+    def record(self, source: str, reason: str, inliers: int, ratio: float) -> None:
+        """Count one frame's decision."""
+        self.frames += 1
+        if source == "flow":
+            self.flow += 1
+        else:
+            self.network += 1
+            self.fallbacks[reason] = self.fallbacks.get(reason, 0) + 1
+        self.last_source, self.last_reason = source, reason
+        self.last_inliers, self.last_inlier_ratio = inliers, ratio
+
+
+@dataclass
+class PoseEstimate:
+    """The pose chosen for one frame (world-from-camera 4x4), its source and the PnP figures behind it."""
+
+    T_world_cam: np.ndarray
+    source: str
+    reason: str
+    inliers: int = 0
+    inlier_ratio: float = float("nan")
+
+
+@dataclass(frozen=True)
+class FlowGrid:
+    """How the flow images relate to the source and the pipeline output grid.
+
+    ``width``/``height`` of the flow images; ``output_to_flow`` 3x3 affine from output pixels to flow pixels.
+    """
+
+    width: int
+    height: int
+    output_to_flow: np.ndarray
+
+
+def flow_grid(plan: ResizePlan, long_side: int) -> FlowGrid:
+    """The flow resolution for ``plan``'s source: its long side at most ``long_side`` (never upsampled)."""
+    factor = min(1.0, long_side / max(plan.source_width, plan.source_height))
+    width = max(8, round(plan.source_width * factor))
+    height = max(8, round(plan.source_height * factor))
+    gx, gy = width / plan.source_width, height / plan.source_height
+    source_to_flow = np.array([[gx, 0.0, 0.5 * gx - 0.5], [0.0, gy, 0.5 * gy - 0.5], [0.0, 0.0, 1.0]])
+    return FlowGrid(width, height, source_to_flow @ np.linalg.inv(plan.source_to_output_matrix()))
+
+
+def _bilinear(image: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Sample ``image`` [h,w] or [h,w,c] at float pixel coordinates (edges clamped) with OpenCV remap."""
+    return cv2.remap(
+        image,
+        u.astype(np.float32).reshape(1, -1),
+        v.astype(np.float32).reshape(1, -1),
+        cv2.INTER_LINEAR,
+        borderMode=cv2.BORDER_REPLICATE,
+    ).reshape(u.shape + image.shape[2:])
+
+
+def depth_extremes(depth: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """3x3 minimum and maximum of a depth map (NaN invalid; a neighbourhood with an invalid pixel is NaN)."""
+    filled = np.where(np.isfinite(depth), depth, np.float32(np.nan)).astype(np.float32)
+    low = cv2.erode(np.nan_to_num(filled, nan=np.inf), np.ones((3, 3), np.uint8))
+    high = cv2.dilate(np.nan_to_num(filled, nan=np.inf), np.ones((3, 3), np.uint8))
+    invalid = ~np.isfinite(high)
+    low[invalid] = np.nan
+    high[invalid] = np.nan
+    return low, high
+
+
+def rotation_angle_deg(R: np.ndarray) -> float:
+    """Rotation angle of a 3x3 rotation matrix in degrees."""
+    return math.degrees(math.acos(float(np.clip((np.trace(R) - 1.0) / 2.0, -1.0, 1.0))))
+
+
+class FlowRefiner:
+    """Keeps grey flow images per stamp and estimates poses and flow-residual masks from them (module doc).
+
+    Args:
+        flow_long_side: long side of the flow images in pixels (sources are downsampled to it).
+        flow_preset: ``ultrafast``, ``fast`` or ``medium`` (DIS presets: faster vs more accurate).
+        sample_step: correspondence grid spacing in flow pixels.
+        min_inliers, min_inlier_ratio, max_flow_fraction, max_rotation_gap_deg, reprojection_px: the gate.
+        max_images: grey images kept (the mask history's time span needs them).
+    """
+
+    def __init__(
+        self,
+        flow_long_side: int = 320,
+        flow_preset: str = "ultrafast",
+        sample_step: int = 6,
+        min_inliers: int = 40,
+        min_inlier_ratio: float = 0.3,
+        max_flow_fraction: float = 0.15,
+        max_rotation_gap_deg: float = 5.0,
+        reprojection_px: float = 1.0,
+        max_images: int = 64,
+    ) -> None:
+        if flow_preset not in FLOW_PRESETS:
+            raise ValueError(f"flow_preset must be one of {sorted(FLOW_PRESETS)}, got {flow_preset!r}")
+        self.flow_long_side = int(flow_long_side)
+        self.sample_step = int(sample_step)
+        self.min_inliers = int(min_inliers)
+        self.min_inlier_ratio = float(min_inlier_ratio)
+        self.max_flow_fraction = float(max_flow_fraction)
+        self.max_rotation_gap_deg = float(max_rotation_gap_deg)
+        self.reprojection_px = float(reprojection_px)
+        self.max_images = int(max_images)
+        self._dis = cv2.DISOpticalFlow_create(FLOW_PRESETS[flow_preset])
+        self._images: OrderedDict[int, np.ndarray] = OrderedDict()
+        self._texture: dict[int, np.ndarray] = {}
+        self._flows: OrderedDict[tuple[int, int], np.ndarray] = OrderedDict()
+        self.grid: FlowGrid | None = None
+        self.stats = RefinementStats()
+
+    # ------------------------------------------------------------------------------------------- images
+    def add_image(self, stamp_ns: int, rgb: np.ndarray, plan: ResizePlan) -> None:
+        """Store the grey flow image of an accepted frame (the source ``rgb`` of ``plan``'s size)."""
+        grid = flow_grid(plan, self.flow_long_side)
+        if self.grid is None or (grid.width, grid.height) != (self.grid.width, self.grid.height):
+            self.clear()
+        self.grid = grid
+        grey = cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2GRAY)
+        if grey.shape != (grid.height, grid.width):
+            grey = cv2.resize(grey, (grid.width, grid.height), interpolation=cv2.INTER_AREA)
+        self._images[int(stamp_ns)] = grey
+        while len(self._images) > self.max_images:
+            old, _ = self._images.popitem(last=False)
+            self._texture.pop(old, None)
+
+    def has_image(self, stamp_ns: int) -> bool:
+        """Whether the flow image of ``stamp_ns`` is kept."""
+        return int(stamp_ns) in self._images
+
+    def clear(self) -> None:
+        """Forget every image and flow (resets, size changes)."""
+        self._images.clear()
+        self._texture.clear()
+        self._flows.clear()
+
+    def flow(self, from_stamp: int, to_stamp: int) -> np.ndarray:
+        """Dense flow [h,w,2] (float32, flow pixels) from one kept image to another (cached)."""
+        key = (int(from_stamp), int(to_stamp))
+        cached = self._flows.get(key)
+        if cached is None:
+            cached = self._dis.calc(self._images[key[0]], self._images[key[1]], None)
+            self._flows[key] = cached
+            while len(self._flows) > 4 * self.max_images:
+                self._flows.popitem(last=False)
+        return cached
+
+    def _textured(self, stamp_ns: int) -> np.ndarray:
+        texture = self._texture.get(stamp_ns)
+        if texture is None:
+            grey = self._images[stamp_ns].astype(np.float32) / 255.0
+            texture = cv2.cornerMinEigenVal(grey, 5, 3) > MIN_TEXTURE_EIGENVALUE
+            self._texture[stamp_ns] = texture
+        return texture
+
+    # --------------------------------------------------------------------------------------------- pose
+    def _output_to_flow(self, u: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        A = self.grid.output_to_flow
+        return A[0, 0] * u + A[0, 2], A[1, 1] * v + A[1, 2]
+
+    def _flow_to_output(self, u: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        A = self.grid.output_to_flow
+        return (u - A[0, 2]) / A[0, 0], (v - A[1, 2]) / A[1, 1]
+
+    def flow_intrinsics(self, K_output: np.ndarray) -> np.ndarray:
+        """K on the flow grid from K on the output grid."""
+        return self.grid.output_to_flow @ np.asarray(K_output, dtype=np.float64)
+
+    def refine_pose(
+        self,
+        previous_stamp: int,
+        current_stamp: int,
+        T_world_previous: np.ndarray,
+        network_T_previous_current: np.ndarray,
+        previous_depth: np.ndarray,
+        previous_dynamic: np.ndarray,
+        K_output: np.ndarray,
+        record: bool = True,
+    ) -> PoseEstimate:
+        """The current frame's world-from-camera pose from flow + PnP against the previous frame (module doc).
+
+        ``previous_depth`` [h,w] (output grid, global units, NaN invalid) and ``previous_dynamic`` (bool,
+        pixels kept out) belong to the previous frame, whose pose ``T_world_previous`` is final;
+        ``network_T_previous_current`` is the network's relative pose in the same units (the fallback);
+        ``K_output`` the intrinsics of the output grid used to lift and project. With ``record`` false the
+        decision is not counted in :attr:`stats` (a first try the caller may repeat with another frame).
+        """
+        fallback = T_world_previous @ network_T_previous_current
+        T_world_previous = np.asarray(T_world_previous, dtype=np.float64)
+
+        def decide(source: str, reason: str, pose: np.ndarray, inliers: int = 0, ratio: float = math.nan):
+            if record:
+                self.stats.record(source, reason, inliers, ratio)
+            return PoseEstimate(pose, source, reason, inliers, ratio)
+
+        if self.grid is None or not (self.has_image(previous_stamp) and self.has_image(current_stamp)):
+            return decide("network", "no_image", fallback)
+        depth = np.asarray(previous_depth, dtype=np.float32)
+        if not np.any(np.isfinite(depth) & (depth > 0)):
+            return decide("network", "no_depth", fallback)
+        forward = self.flow(previous_stamp, current_stamp)
+        backward = self.flow(current_stamp, previous_stamp)
+        height, width = forward.shape[:2]
+        step = self.sample_step
+        v_f, u_f = np.mgrid[step // 2 : height : step, step // 2 : width : step]
+        u_f, v_f = u_f.reshape(-1).astype(np.float64), v_f.reshape(-1).astype(np.float64)
+        textured = self._textured(int(previous_stamp))[v_f.astype(np.int64), u_f.astype(np.int64)]
+        u_o, v_o = self._flow_to_output(u_f, v_f)
+        out_h, out_w = depth.shape
+        inside = (u_o > -0.5) & (u_o < out_w - 0.5) & (v_o > -0.5) & (v_o < out_h - 0.5)
+        col = np.clip(np.rint(u_o), 0, out_w - 1).astype(np.int64)
+        row = np.clip(np.rint(v_o), 0, out_h - 1).astype(np.int64)
+        low, high = depth_extremes(depth)
+        smooth = np.isfinite(low[row, col]) & (high[row, col] <= DEPTH_EDGE_RATIO * low[row, col])
+        # Away from depth edges (3x3 range within DEPTH_EDGE_RATIO) bilinear depth is safe and sub-pixel.
+        d = _bilinear(np.nan_to_num(depth, nan=0.0), u_o, v_o).astype(np.float64)
+        usable = inside & np.isfinite(d) & (d > 0) & smooth & ~np.asarray(previous_dynamic, bool)[row, col]
+        motion = forward[v_f.astype(np.int64), u_f.astype(np.int64)].astype(np.float64)
+        median_motion = float(np.median(np.linalg.norm(motion[usable], axis=1))) if usable.any() else 0.0
+        if median_motion > self.max_flow_fraction * width:
+            return decide("network", "large_motion", fallback)
+        u_c, v_c = u_f + motion[:, 0], v_f + motion[:, 1]
+        back = _bilinear(backward, u_c, v_c).astype(np.float64)
+        fb_error = np.hypot(u_c + back[:, 0] - u_f, v_c + back[:, 1] - v_f)
+        in_view = (u_c >= 0) & (u_c <= width - 1) & (v_c >= 0) & (v_c <= height - 1)
+        keep = usable & textured & in_view & (fb_error < 1.0 + 0.05 * np.linalg.norm(motion, axis=1))
+        if np.count_nonzero(keep) < self.min_inliers:
+            textured_count = np.count_nonzero(usable & textured)
+            reason = "low_texture" if textured_count < self.min_inliers else "few_inliers"
+            return decide("network", reason, fallback)
+        K_flow = self.flow_intrinsics(K_output)
+        rays = np.linalg.inv(K_output) @ np.stack([u_o[keep], v_o[keep], np.ones(np.count_nonzero(keep))])
+        points = (rays * d[keep]).T.astype(np.float64)
+        pixels = np.stack([u_c[keep], v_c[keep]], axis=1).astype(np.float64)
+        guess = np.linalg.inv(network_T_previous_current)
+        rvec, _ = cv2.Rodrigues(guess[:3, :3])
+        tvec = guess[:3, 3].reshape(3, 1).copy()
+        try:
+            ok, rvec, tvec, inliers = cv2.solvePnPRansac(
+                points,
+                pixels,
+                K_flow,
+                None,
+                rvec=rvec,
+                tvec=tvec,
+                useExtrinsicGuess=True,
+                iterationsCount=RANSAC_ITERATIONS,
+                reprojectionError=self.reprojection_px,
+                confidence=RANSAC_CONFIDENCE,
+                flags=cv2.SOLVEPNP_ITERATIVE,
+            )
+        except cv2.error:
+            ok, inliers = False, None
+        count = 0 if inliers is None else len(inliers)
+        ratio = count / max(1, points.shape[0])
+        if not ok or inliers is None or count < self.min_inliers or ratio < self.min_inlier_ratio:
+            reason = "pnp_failed" if not ok else "few_inliers"
+            return decide("network", reason, fallback, count, ratio)
+        index = inliers.reshape(-1)
+        rvec, tvec = cv2.solvePnPRefineLM(points[index], pixels[index], K_flow, None, rvec, tvec)
+        T_current_previous = np.eye(4)
+        T_current_previous[:3, :3] = cv2.Rodrigues(rvec)[0]
+        T_current_previous[:3, 3] = tvec.reshape(3)
+        if not np.all(np.isfinite(T_current_previous)):
+            return decide("network", "pnp_failed", fallback, count, ratio)
+        T_previous_current = np.linalg.inv(T_current_previous)
+        gap = rotation_angle_deg(network_T_previous_current[:3, :3].T @ T_previous_current[:3, :3])
+        if gap > self.max_rotation_gap_deg:
+            return decide("network", "disagreement", fallback, count, ratio)
+        return decide("flow", "", T_world_previous @ T_previous_current, count, ratio)
+
+    # -------------------------------------------------------------------------------------------- masks
+    def flow_residual_mask(
+        self,
+        stamp_ns: int,
+        T_world_cam: np.ndarray,
+        depth: np.ndarray,
+        K_output: np.ndarray,
+        others: list[tuple[int, np.ndarray]],
+        threshold_px: float,
+        relative_threshold: float,
+        min_votes: int,
+    ) -> tuple[np.ndarray, np.ndarray] | None:
+        """Flow-residual dynamic decision [h,w] and where it was tested (both bool) on the output grid.
+
+        ``depth`` [h,w] (output grid, NaN invalid) and ``T_world_cam`` of the frame, ``others`` the
+        (stamp, world-from-camera pose) of comparison frames in the same units. A baseline votes where the
+        observed flow lands more than ``threshold_px + relative_threshold * |flow|`` (flow pixels) from the
+        epipolar segment of the 3x3 depth range. None when no baseline could be compared.
+        """
+        if self.grid is None or not self.has_image(stamp_ns):
+            return None
+        others = [(s, T) for s, T in others if self.has_image(s) and int(s) != int(stamp_ns)]
+        depth = np.asarray(depth, dtype=np.float32)
+        if not others:
+            return None
+        height, width = depth.shape
+        low, high = depth_extremes(depth)
+        v_o, u_o = np.mgrid[0:height, 0:width]
+        u_o, v_o = u_o.reshape(-1).astype(np.float64), v_o.reshape(-1).astype(np.float64)
+        valid = np.isfinite(low.reshape(-1)) & (low.reshape(-1) > 0)
+        u_f, v_f = self._output_to_flow(u_o, v_o)
+        rays = (np.linalg.inv(K_output) @ np.stack([u_o, v_o, np.ones_like(u_o)])).T
+        K_flow = self.flow_intrinsics(K_output)
+        flow_w, flow_h = self.grid.width, self.grid.height
+        votes = np.zeros(height * width, dtype=np.int32)
+        tested = np.zeros_like(votes)
+        for other_stamp, T_world_other in others:
+            forward = self.flow(stamp_ns, other_stamp)
+            backward = self.flow(other_stamp, stamp_ns)
+            observed = _bilinear(forward, u_f, v_f).astype(np.float64)
+            u_obs, v_obs = u_f + observed[:, 0], v_f + observed[:, 1]
+            back = _bilinear(backward, u_obs, v_obs).astype(np.float64)
+            magnitude = np.hypot(observed[:, 0], observed[:, 1])
+            consistent = np.hypot(u_obs + back[:, 0] - u_f, v_obs + back[:, 1] - v_f) < 1.0 + 0.05 * magnitude
+            in_view = (u_obs >= 0) & (u_obs <= flow_w - 1) & (v_obs >= 0) & (v_obs <= flow_h - 1)
+            T_other_cam = np.linalg.inv(T_world_other) @ np.asarray(T_world_cam, dtype=np.float64)
+            ends = []
+            for bound in (low, high):
+                points = rays * bound.reshape(-1, 1) @ T_other_cam[:3, :3].T + T_other_cam[:3, 3]
+                z = points[:, 2]
+                z_safe = np.where(z > 1e-6, z, 1.0)
+                pixel = points @ K_flow.T
+                ends.append((pixel[:, 0] / z_safe, pixel[:, 1] / z_safe, z > 1e-6))
+            (ua, va, front_a), (ub, vb, front_b) = ends
+            seg_u, seg_v = ub - ua, vb - va
+            length2 = seg_u**2 + seg_v**2
+            t = np.clip(((u_obs - ua) * seg_u + (v_obs - va) * seg_v) / np.maximum(length2, 1e-12), 0.0, 1.0)
+            residual = np.hypot(u_obs - (ua + t * seg_u), v_obs - (va + t * seg_v))
+            rigid = np.hypot(ua - u_f, va - v_f)
+            can_test = valid & consistent & in_view & front_a & front_b
+            votes += can_test & (residual > threshold_px + relative_threshold * rigid)
+            tested += can_test
+        dynamic = (votes >= min_votes) & (2 * votes >= np.maximum(tested, 1))
+        return dynamic.reshape(height, width), tested.reshape(height, width) > 0
