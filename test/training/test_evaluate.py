@@ -77,7 +77,10 @@ def test_streaming_protocol_scores_every_published_frame(tiny_checkpoint) -> Non
 
     model, _ = load_checkpoint(tiny_checkpoint)
     sequence = held_out_sequences(1, 10, 56, 42)[0]
-    config = PipelineConfig(window_size=4, window_stride=2, model_long_side=56, mask_geometric=False)
+    # "max" fusion: the network map's threshold decides every pixel (not only where no flow test was made).
+    config = PipelineConfig(
+        window_size=4, window_stride=2, model_long_side=56, mask_geometric=False, mask_fusion="max"
+    )
     stamps = {int(stamp) for stamp in sequence.stamps_ns}
     prediction = predict_streaming(model, sequence, config.replace(mask_threshold=0.0))
     assert set(prediction.poses) == stamps
