@@ -8,6 +8,7 @@ here is stopped at the end of its test, and the ROS 2 daemon of this test's doma
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import signal
@@ -128,7 +129,10 @@ class Launched:
         return self.log_path.read_text()
 
     def stop(self, timeout: float = 30.0) -> int:
-        """SIGINT the launch (as Ctrl-C does), wait for it; SIGKILL after ``timeout``. The exit code."""
+        """SIGINT the launch (as Ctrl-C does), wait for it; SIGKILL after ``timeout``. The exit code.
+
+        Whatever is left of its process group afterwards (a node a failed launch left behind) is killed.
+        """
         if self.process.poll() is None:
             os.killpg(self.process.pid, signal.SIGINT)
             try:
@@ -136,6 +140,8 @@ class Launched:
             except subprocess.TimeoutExpired:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait(timeout=10)
+        with contextlib.suppress(ProcessLookupError):  # raised when the whole group has exited
+            os.killpg(self.process.pid, signal.SIGKILL)
         self._log.close()
         return self.process.returncode
 
