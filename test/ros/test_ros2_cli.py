@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 import yaml
 
-pytestmark = [pytest.mark.ros, pytest.mark.slow, pytest.mark.timeout(600)]
+pytestmark = [pytest.mark.ros, pytest.mark.slow, pytest.mark.timeout(900)]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -160,8 +160,10 @@ def launch(workspace: dict[str, str], tmp_path: Path) -> Iterator[Any]:
         item.stop()
 
 
-def wait_for_lifecycle_state(env: dict[str, str], launched: Launched, state: str, timeout: float) -> str:
-    """Poll ``ros2 lifecycle get`` until the node reports ``state``; its last answer.
+def wait_for_lifecycle_state(
+    env: dict[str, str], launched: Launched, state: str, timeout: float, fail: bool = True
+) -> str:
+    """Poll ``ros2 lifecycle get`` until the node reports ``state``; its last answer ("" without ``fail``).
 
     The node answers lifecycle requests only once autostart (model loading) is over and it spins, so a call
     can wait long on a loaded machine: a call that times out is asked again until ``timeout``.
@@ -177,7 +179,24 @@ def wait_for_lifecycle_state(env: dict[str, str], launched: Launched, state: str
         if answer.startswith(f"{state} ["):
             return answer
         time.sleep(1.0)
+    if not fail:
+        return ""
     pytest.fail(f"node not '{state}' (last answer {answer!r}); launch log:\n{launched.log()[-4000:]}")
+
+
+def change_state(env: dict[str, str], launched: Launched, transition: str, reached: str) -> None:
+    """``ros2 lifecycle set NODE transition``, then wait until ``ros2 lifecycle get`` reports ``reached``.
+
+    On a loaded machine the CLI itself can take minutes to start and discover the node; a call that timed
+    out may still have been delivered, so success is judged by the state the node reports.
+    """
+    try:
+        result = lifecycle(env, "set", NODE, transition)
+        assert "Transitioning failed" not in result.stdout + result.stderr, result.stdout + result.stderr
+    except subprocess.TimeoutExpired:
+        if not wait_for_lifecycle_state(env, launched, reached, timeout=60, fail=False):
+            lifecycle(env, "set", NODE, transition)
+    wait_for_lifecycle_state(env, launched, reached, timeout=180)
 
 
 def stream_images(stop: threading.Event, context: Any, ros_helpers: Any, sequence: Any) -> None:
@@ -301,15 +320,12 @@ def test_launch_and_drive_the_node_with_the_ros2_cli(
         camera.join(timeout=10)
 
     # Defect 2: the documented procedure for a fixed parameter, with ros2 lifecycle.
-    for transition in ("deactivate", "cleanup"):
-        result = lifecycle(env, "set", NODE, transition)
-        assert "Transitioning successful" in result.stdout, result.stdout + result.stderr
+    for transition, reached in (("deactivate", "inactive"), ("cleanup", "unconfigured")):
+        change_state(env, launched, transition, reached)
     result = param(env, "set", NODE, "window_size", "6")
     assert "Set parameter successful" in result.stdout, result.stdout + result.stderr
-    for transition in ("configure", "activate"):
-        result = lifecycle(env, "set", NODE, transition)
-        assert "Transitioning successful" in result.stdout, result.stdout + result.stderr
-    assert lifecycle(env, "get", NODE).stdout.startswith("active [3]")
+    for transition, reached in (("configure", "inactive"), ("activate", "active")):
+        change_state(env, launched, transition, reached)
     assert param(env, "get", NODE, "window_size").stdout.strip().endswith("6")
 
     log = launched.log()
