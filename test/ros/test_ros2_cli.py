@@ -8,6 +8,7 @@ here is stopped at the end of its test, and the ROS 2 daemon of this test's doma
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import signal
@@ -22,7 +23,7 @@ from typing import Any
 import pytest
 import yaml
 
-pytestmark = [pytest.mark.ros, pytest.mark.slow, pytest.mark.timeout(600)]
+pytestmark = [pytest.mark.ros, pytest.mark.slow, pytest.mark.timeout(900)]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -84,7 +85,7 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, st
     subprocess.run([str(BIN / "ros2"), "daemon", "stop"], env=env, capture_output=True, timeout=30)
 
 
-def ros2(env: dict[str, str], *args: str, timeout: float = 60.0) -> subprocess.CompletedProcess:
+def ros2(env: dict[str, str], *args: str, timeout: float = 120.0) -> subprocess.CompletedProcess:
     """Run ``ros2 ARGS`` to completion (stdout and stderr as text)."""
     return subprocess.run(
         [str(BIN / "ros2"), *args], env=env, capture_output=True, text=True, timeout=timeout
@@ -128,7 +129,10 @@ class Launched:
         return self.log_path.read_text()
 
     def stop(self, timeout: float = 30.0) -> int:
-        """SIGINT the launch (as Ctrl-C does), wait for it; SIGKILL after ``timeout``. The exit code."""
+        """SIGINT the launch (as Ctrl-C does), wait for it; SIGKILL after ``timeout``. The exit code.
+
+        Whatever is left of its process group afterwards (a node a failed launch left behind) is killed.
+        """
         if self.process.poll() is None:
             os.killpg(self.process.pid, signal.SIGINT)
             try:
@@ -136,6 +140,8 @@ class Launched:
             except subprocess.TimeoutExpired:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait(timeout=10)
+        with contextlib.suppress(ProcessLookupError):  # raised when the whole group has exited
+            os.killpg(self.process.pid, signal.SIGKILL)
         self._log.close()
         return self.process.returncode
 
@@ -154,17 +160,43 @@ def launch(workspace: dict[str, str], tmp_path: Path) -> Iterator[Any]:
         item.stop()
 
 
-def wait_for_lifecycle_state(env: dict[str, str], launched: Launched, state: str, timeout: float) -> str:
-    """Poll ``ros2 lifecycle get`` until the node reports ``state``; its last answer."""
+def wait_for_lifecycle_state(
+    env: dict[str, str], launched: Launched, state: str, timeout: float, fail: bool = True
+) -> str:
+    """Poll ``ros2 lifecycle get`` until the node reports ``state``; its last answer ("" without ``fail``).
+
+    The node answers lifecycle requests only once autostart (model loading) is over and it spins, so a call
+    can wait long on a loaded machine: a call that times out is asked again until ``timeout``.
+    """
     deadline = time.monotonic() + timeout
     answer = ""
     while time.monotonic() < deadline and launched.process.poll() is None:
-        result = lifecycle(env, "get", NODE)
-        answer = result.stdout.strip()
+        try:
+            answer = lifecycle(env, "get", NODE).stdout.strip()
+        except subprocess.TimeoutExpired:
+            answer = "(ros2 lifecycle get timed out)"
+            continue
         if answer.startswith(f"{state} ["):
             return answer
         time.sleep(1.0)
+    if not fail:
+        return ""
     pytest.fail(f"node not '{state}' (last answer {answer!r}); launch log:\n{launched.log()[-4000:]}")
+
+
+def change_state(env: dict[str, str], launched: Launched, transition: str, reached: str) -> None:
+    """``ros2 lifecycle set NODE transition``, then wait until ``ros2 lifecycle get`` reports ``reached``.
+
+    On a loaded machine the CLI itself can take minutes to start and discover the node; a call that timed
+    out may still have been delivered, so success is judged by the state the node reports.
+    """
+    try:
+        result = lifecycle(env, "set", NODE, transition)
+        assert "Transitioning failed" not in result.stdout + result.stderr, result.stdout + result.stderr
+    except subprocess.TimeoutExpired:
+        if not wait_for_lifecycle_state(env, launched, reached, timeout=60, fail=False):
+            lifecycle(env, "set", NODE, transition)
+    wait_for_lifecycle_state(env, launched, reached, timeout=180)
 
 
 def stream_images(stop: threading.Event, context: Any, ros_helpers: Any, sequence: Any) -> None:
@@ -211,7 +243,7 @@ def test_launch_and_drive_the_node_with_the_ros2_cli(
         "base_frame:=camera_link",
         "use_rviz:=true",
     )
-    wait_for_lifecycle_state(env, launched, "active", timeout=120)
+    wait_for_lifecycle_state(env, launched, "active", timeout=240)
     assert "rviz2 is not installed" in launched.log() and "starting the node without RViz" in launched.log()
 
     describe = param(env, "describe", NODE, "conf_percentile", "model_long_side")
@@ -288,15 +320,12 @@ def test_launch_and_drive_the_node_with_the_ros2_cli(
         camera.join(timeout=10)
 
     # Defect 2: the documented procedure for a fixed parameter, with ros2 lifecycle.
-    for transition in ("deactivate", "cleanup"):
-        result = lifecycle(env, "set", NODE, transition)
-        assert "Transitioning successful" in result.stdout, result.stdout + result.stderr
+    for transition, reached in (("deactivate", "inactive"), ("cleanup", "unconfigured")):
+        change_state(env, launched, transition, reached)
     result = param(env, "set", NODE, "window_size", "6")
     assert "Set parameter successful" in result.stdout, result.stdout + result.stderr
-    for transition in ("configure", "activate"):
-        result = lifecycle(env, "set", NODE, transition)
-        assert "Transitioning successful" in result.stdout, result.stdout + result.stderr
-    assert lifecycle(env, "get", NODE).stdout.startswith("active [3]")
+    for transition, reached in (("configure", "inactive"), ("activate", "active")):
+        change_state(env, launched, transition, reached)
     assert param(env, "get", NODE, "window_size").stdout.strip().endswith("6")
 
     log = launched.log()
