@@ -13,6 +13,7 @@ from page4d_ros.model.aggregator import Aggregator, FrameTokenCache
 from page4d_ros.model.camera_head import CameraHead
 from page4d_ros.model.config import resolve_config
 from page4d_ros.model.dpt_head import DPTHead
+from page4d_ros.model.layers import check_image_batch
 from page4d_ros.model.pi3 import build_pi3, is_pi3_config
 
 TRACK_HEAD_PREFIX = "track_head."
@@ -85,36 +86,9 @@ class VGGT(nn.Module):
         return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
     def _check_images(self, images: Any) -> torch.Tensor:
-        if not isinstance(images, torch.Tensor):
-            raise ValueError(f"images must be a torch.Tensor [B, S, 3, H, W], got {type(images).__name__}")
-        if images.ndim == 4:
-            images = images[None]
-        if images.ndim != 5 or images.shape[2] != 3:
-            raise ValueError(
-                f"images must have shape [B, S, 3, H, W] or [S, 3, H, W], got {tuple(images.shape)}"
-            )
-        if not images.is_floating_point():
-            raise ValueError(
-                f"images must be floating point in [0, 1], got {images.dtype}; divide uint8 by 255"
-            )
-        patch = self.config["patch_size"]
-        height, width = images.shape[-2:]
-        if height < patch or width < patch or height % patch or width % patch:
-            raise ValueError(
-                f"image height and width must be positive multiples of the patch size {patch}, "
-                f"got {height}x{width}; resize or crop first"
-            )
-        if images.shape[0] == 0 or images.shape[1] == 0:
-            raise ValueError(f"images must hold at least one frame, got shape {tuple(images.shape)}")
         parameter = self.aggregator.camera_token
-        if images.device != parameter.device:
-            raise ValueError(
-                f"images are on {images.device} but the model is on {parameter.device}; move one of them"
-            )
-        parameter_dtype = parameter.dtype
-        if images.dtype != parameter_dtype:
-            images = images.to(parameter_dtype)
-        return images
+        patch = self.config["patch_size"]
+        return check_image_batch(images, patch, parameter.device, "resize or crop first").to(parameter.dtype)
 
     def forward(
         self,

@@ -50,6 +50,7 @@ RUNTIME_TUNABLES = frozenset(
         "mask_flow_baseline_s",
         "mask_flow_baselines",
         "mask_flow_min_votes",
+        "mask_flow_max_fraction",
         "points_stride",
         "scale_factor",
         "camera_height_m",
@@ -116,6 +117,9 @@ class PipelineConfig:
             small).
         mask_flow_baselines: baselines per frame, spread over that span (farthest first).
         mask_flow_min_votes: baselines that must vote dynamic (and at least half of those tested).
+        mask_flow_max_fraction: a frame whose flow-residual test calls more than this fraction of its tested
+            pixels dynamic is not explained by its pose, depth and intrinsics (e.g. predicted intrinsics on
+            real video): its decision is discarded and the network map decides there.
         points_stride: keep every n-th pixel (both directions) in the point cloud.
         scale_source: ``none``, ``fixed``, ``odometry``, ``depth`` or ``camera_height`` (see ``scale``).
         scale_factor: output units per model unit of the first window for ``fixed``.
@@ -170,6 +174,7 @@ class PipelineConfig:
     mask_flow_baseline_s: float = 0.13
     mask_flow_baselines: int = 3
     mask_flow_min_votes: int = 1
+    mask_flow_max_fraction: float = 0.5
     points_stride: int = 2
     scale_source: str = "none"
     scale_factor: float = 1.0
@@ -301,6 +306,7 @@ class PipelineConfig:
         real("mask_flow_baseline_s", 0.0, 10.0, low_open=True)
         integer("mask_flow_baselines", 1, 16)
         integer("mask_flow_min_votes", 1, 16)
+        real("mask_flow_max_fraction", 0.0, 1.0, low_open=True)
         integer("points_stride", 1, 64)
         choice("scale_source", SCALE_SOURCES)
         real("scale_factor", 0.0, low_open=True)

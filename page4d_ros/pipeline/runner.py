@@ -81,7 +81,8 @@ class PipelineStats:
     Pose sources (``pose_refinement: flow``): ``pose_source_flow`` / ``pose_source_network`` count the new
     frames whose published pose came from flow + PnP or from the network (fallback); ``pose_last_source``,
     ``pose_last_fallback`` (why the network was used: ``refinement.FALLBACK_REASONS``) and
-    ``pose_last_inliers`` describe the last frame.
+    ``pose_last_inliers`` describe the last frame. ``mask_flow_discarded`` counts frames whose flow-residual
+    decision was discarded (more than ``mask_flow_max_fraction`` of its tested pixels dynamic).
     """
 
     frames_in: int = 0
@@ -109,6 +110,7 @@ class PipelineStats:
     pose_last_source: str = ""
     pose_last_fallback: str = ""
     pose_last_inliers: int = 0
+    mask_flow_discarded: int = 0
     last_reset_reason: str = ""
     warnings: list[str] = field(default_factory=list)
 
@@ -573,7 +575,8 @@ class StreamingPipeline:
         """Flow-residual decision of window frame ``i`` against baselines within ``mask_flow_baseline_s``.
 
         Candidates are the earlier window frames and recently published frames, or with ``later`` the later
-        window frames (whose poses are then known). Returns (dynamic, tested) or None.
+        window frames (whose poses are then known). Returns (dynamic, tested), or None when no baseline was
+        compared or the decision was discarded (``mask_flow_max_fraction``).
         """
         cfg = self.config
         stamp = window[i].stamp_ns
@@ -601,6 +604,9 @@ class StreamingPipeline:
             cfg.mask_flow_relative,
             cfg.mask_flow_min_votes,
         )
+        if result is not None and result[0].sum() > cfg.mask_flow_max_fraction * max(int(result[1].sum()), 1):
+            self.stats.mask_flow_discarded += 1
+            return None
         return result
 
     def _remember_flow_poses(self, stamps: np.ndarray, poses: np.ndarray) -> None:

@@ -346,6 +346,8 @@ _PIPELINE_DESCRIPTIONS: dict[str, str] = {
     "serve as flow baselines.",
     "mask_flow_baselines": "Flow baselines per frame, spread over mask_flow_baseline_s.",
     "mask_flow_min_votes": "Baselines that must vote dynamic (and at least half of those tested).",
+    "mask_flow_max_fraction": "A frame whose flow test calls more than this fraction of its tested pixels "
+    "dynamic is not explained by its pose and depth: the network map decides there instead.",
     "points_stride": "Pixel stride of the published cloud.",
     "scale_source": "none, fixed (scale_factor), odometry (odom topic), depth (metric_depth topic), "
     "camera_height.",

@@ -115,7 +115,7 @@ def test_batch_of_two_and_frame_permutation(pi3_ref):
 
 def test_rejects_bad_inputs(pi3_ref):
     model = _model(pi3_ref, torch.float32)
-    with pytest.raises(ValueError, match="multiples of 14"):
+    with pytest.raises(ValueError, match="multiples of the patch size 14"):
         model(torch.rand(1, 2, 3, 30, 28))
     with pytest.raises(ValueError, match="floating point"):
         model(torch.zeros(1, 2, 3, 28, 28, dtype=torch.uint8))

@@ -318,3 +318,23 @@ def test_depth_extremes_and_bad_refiner_arguments():
         FlowRefiner(flow_preset="slow")
     with pytest.raises(ValueError, match="pose_refinement"):
         PipelineConfig(pose_refinement="icp").validate()
+
+
+def test_a_flow_test_that_calls_most_pixels_dynamic_is_discarded(forward_walk):
+    """A zero residual threshold makes every tested pixel vote dynamic, as a wrong camera model does
+    (predicted intrinsics on real video): with the guard the network map decides, as without the flow test."""
+    oracle = OracleModel(forward_walk, 112, **BAD_NETWORK, seed=1)
+    everything = {"mask_flow_threshold_px": 0.0, "mask_flow_relative": 0.0}
+    unguarded_pipeline, unguarded = _stream(
+        forward_walk, _config("flow", **everything, mask_flow_max_fraction=1.0), oracle
+    )
+    guarded_pipeline, guarded = _stream(forward_walk, _config("flow", **everything), oracle)
+    _, without_flow_test = _stream(forward_walk, _config("flow", mask_flow=False), oracle)
+    flagged = np.mean([np.mean(r.dynamic_mask == 255) for r in unguarded])
+    assert flagged > 0.5, f"the unguarded flow test flags {100 * flagged:.0f} % of the pixels"
+    assert unguarded_pipeline.stats.mask_flow_discarded == 0
+    assert guarded_pipeline.stats.mask_flow_discarded >= len(guarded) - 2
+    discarded = guarded_pipeline.stats.mask_flow_discarded
+    assert guarded_pipeline.stats.as_dict()["mask_flow_discarded"] == discarded
+    for with_guard, reference in zip(guarded, without_flow_test):
+        np.testing.assert_array_equal(with_guard.dynamic_mask, reference.dynamic_mask)

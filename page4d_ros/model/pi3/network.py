@@ -16,7 +16,13 @@ from torch import nn
 
 from page4d_ros.model.aggregator import IMAGENET_MEAN, IMAGENET_STD
 from page4d_ros.model.dino import DinoVisionTransformer
-from page4d_ros.model.layers import Block, RopeTables, RotaryPositionEmbedding2D, patch_positions
+from page4d_ros.model.layers import (
+    Block,
+    RopeTables,
+    RotaryPositionEmbedding2D,
+    check_image_batch,
+    patch_positions,
+)
 from page4d_ros.model.pi3.config import FAMILY, rope_frequency
 
 _NORM_EPS = 1e-6
@@ -171,31 +177,9 @@ class Pi3(nn.Module):
         self.camera_head = CameraHead(config["camera_out_dim"])
 
     def _check_images(self, images: Any) -> torch.Tensor:
-        if not isinstance(images, torch.Tensor):
-            raise ValueError(f"images must be a torch.Tensor [B, N, 3, H, W], got {type(images).__name__}")
-        if images.ndim == 4:
-            images = images[None]
-        if images.ndim != 5 or images.shape[2] != 3:
-            raise ValueError(
-                f"images must have shape [B, N, 3, H, W] or [N, 3, H, W], got {tuple(images.shape)}"
-            )
-        if not images.is_floating_point():
-            raise ValueError(
-                f"images must be floating point in [0, 1], got {images.dtype}; divide uint8 by 255"
-            )
-        if images.shape[0] == 0 or images.shape[1] == 0:
-            raise ValueError(f"images must hold at least one frame, got shape {tuple(images.shape)}")
-        patch = self.patch_size
-        height, width = images.shape[-2:]
-        if height < patch or width < patch or height % patch or width % patch:
-            raise ValueError(
-                f"π³ needs image height and width that are multiples of {patch}, got {height}x{width}; "
-                "resize first (see page4d_ros.model.pi3.Pi3SizeRule)"
-            )
         parameter = self.register_token
-        if images.device != parameter.device:
-            raise ValueError(f"images are on {images.device} but the model is on {parameter.device}")
-        return images.to(parameter.dtype)
+        hint = "resize first (see page4d_ros.model.pi3.Pi3SizeRule)"
+        return check_image_batch(images, self.patch_size, parameter.device, hint).to(parameter.dtype)
 
     def _decode(
         self,

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from page4d_ros.model.layers import LinearKMaskedBias
+from page4d_ros.model.layers import LinearKMaskedBias, check_image_batch
 from page4d_ros.model.vggt_omega.aggregator import Aggregator
 from page4d_ros.model.vggt_omega.config import FAMILY, resolve_config
 from page4d_ros.model.vggt_omega.heads import CameraHead, DenseHead, TextAlignmentHead
@@ -48,33 +48,8 @@ class VGGTOmega(nn.Module):
         return False
 
     def _check_images(self, images: Any) -> torch.Tensor:
-        if not isinstance(images, torch.Tensor):
-            raise ValueError(f"images must be a torch.Tensor [B, S, 3, H, W], got {type(images).__name__}")
-        if images.ndim == 4:
-            images = images[None]
-        if images.ndim != 5 or images.shape[2] != 3:
-            raise ValueError(
-                f"images must have shape [B, S, 3, H, W] or [S, 3, H, W], got {tuple(images.shape)}"
-            )
-        if not images.is_floating_point():
-            raise ValueError(
-                f"images must be floating point in [0, 1], got {images.dtype}; divide uint8 by 255"
-            )
-        if images.shape[0] == 0 or images.shape[1] == 0:
-            raise ValueError(f"images must hold at least one frame, got shape {tuple(images.shape)}")
-        patch = self.config["patch_size"]
-        height, width = images.shape[-2:]
-        if height < patch or width < patch or height % patch or width % patch:
-            raise ValueError(
-                f"image height and width must be positive multiples of the patch size {patch}, "
-                f"got {height}x{width}; resize or crop first"
-            )
         parameter = self.aggregator.camera_token
-        if images.device != parameter.device:
-            raise ValueError(
-                f"images are on {images.device} but the model is on {parameter.device}; move one of them"
-            )
-        return images
+        return check_image_batch(images, self.config["patch_size"], parameter.device, "resize or crop first")
 
     def forward(
         self,
