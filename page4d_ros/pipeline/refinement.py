@@ -120,15 +120,28 @@ def flow_grid(plan: ResizePlan, long_side: int) -> FlowGrid:
     return FlowGrid(width, height, source_to_flow @ np.linalg.inv(plan.source_to_output_matrix()))
 
 
+REMAP_COLUMNS = 4096
+"""Width of the coordinate maps handed to ``cv2.remap``, which refuses maps with a side of 32767 or more: a
+flat 1 x N map of a 574 x 434 output grid (π³) or a 518 px one (249,116 / 203,056 points) would fail."""
+
+
 def _bilinear(image: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarray:
-    """Sample ``image`` [h,w] or [h,w,c] at float pixel coordinates (edges clamped) with OpenCV remap."""
-    return cv2.remap(
-        image,
-        u.astype(np.float32).reshape(1, -1),
-        v.astype(np.float32).reshape(1, -1),
-        cv2.INTER_LINEAR,
-        borderMode=cv2.BORDER_REPLICATE,
-    ).reshape(u.shape + image.shape[2:])
+    """Sample ``image`` [h,w] or [h,w,c] at float pixel coordinates (edges clamped) with OpenCV remap.
+
+    The coordinates are laid out in rows of :data:`REMAP_COLUMNS` (the last row padded), any count works.
+    """
+    count = u.size
+    if count == 0:
+        return np.zeros(u.shape + image.shape[2:], dtype=image.dtype)
+    columns = min(count, REMAP_COLUMNS)
+    rows = -(-count // columns)
+    padding = rows * columns - count
+
+    def as_map(values: np.ndarray) -> np.ndarray:
+        return np.pad(values.astype(np.float32).reshape(-1), (0, padding)).reshape(rows, columns)
+
+    sampled = cv2.remap(image, as_map(u), as_map(v), cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    return sampled.reshape((rows * columns, *image.shape[2:]))[:count].reshape(u.shape + image.shape[2:])
 
 
 def depth_extremes(depth: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

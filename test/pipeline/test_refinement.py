@@ -338,3 +338,24 @@ def test_a_flow_test_that_calls_most_pixels_dynamic_is_discarded(forward_walk):
     assert guarded_pipeline.stats.as_dict()["mask_flow_discarded"] == discarded
     for with_guard, reference in zip(guarded, without_flow_test):
         np.testing.assert_array_equal(with_guard.dynamic_mask, reference.dynamic_mask)
+
+
+@pytest.mark.parametrize("count", [0, 7, 4096, 249_116])
+def test_flow_sampling_takes_any_number_of_points(count):
+    """cv2.remap refuses maps with a side of 32767 or more; a 574 x 434 output grid (π³) has 249,116 points.
+    The samples equal an independent bilinear interpolation (scipy, edges clamped) to OpenCV's 1/32 px
+    fixed-point steps."""
+    from scipy.ndimage import map_coordinates
+
+    from page4d_ros.pipeline.refinement import _bilinear
+
+    rng = np.random.default_rng(count)
+    rows, cols = np.mgrid[0:60, 0:80]
+    flow = np.stack([np.sin(rows / 7.0) + cols / 40.0, np.cos(cols / 9.0) - rows / 30.0], axis=-1)
+    flow = flow.astype(np.float32)
+    u, v = rng.uniform(-2.0, 81.0, count), rng.uniform(-2.0, 61.0, count)
+    sampled = _bilinear(flow, u, v)
+    assert sampled.shape == (count, 2)
+    for channel in range(2):
+        expected = map_coordinates(flow[..., channel], [v, u], order=1, mode="nearest")
+        np.testing.assert_allclose(sampled[:, channel], expected, atol=0.01)
