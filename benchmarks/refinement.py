@@ -6,7 +6,8 @@ size), as ``StreamingPipeline`` does with ``pose_refinement: flow``. Reported, a
 repeats (sizes interleaved per repeat, so that load from other processes hits all of them alike):
 
 - ``flow+pose``: the two DIS flows of the pose (forward and backward) plus RANSAC PnP and its refinement,
-- ``mask/baseline``: the flow-residual mask test against one earlier frame (two more flows and the test),
+- ``mask/baseline``: the flow-residual mask test against one earlier frame (two more flows with the mask
+  preset, ``--mask-preset``, and the test with its photometric confirmation),
 - ``frame``: ``flow+pose`` plus ``mask_flow_baselines`` (default 3) mask baselines: the stage per frame.
 
     .venv/bin/python benchmarks/refinement.py
@@ -23,7 +24,7 @@ import cv2
 import numpy as np
 
 from page4d_ros.pipeline.preprocess import plan_resize
-from page4d_ros.pipeline.refinement import FLOW_PRESETS, FlowRefiner
+from page4d_ros.pipeline.refinement import FLOW_PRESETS, FlowMaskSettings, FlowRefiner
 from page4d_ros.synthetic.oracle import resample_to_network
 from page4d_ros.synthetic.scene import generate_sequence
 
@@ -37,8 +38,10 @@ def _prepare(width: int, height: int, frames: int, long_side: int):
     return sequence, plan, depth, K
 
 
-def _time_once(sequence, plan, depth, K, preset: str, flow_long_side: int, baselines: int) -> dict[str, list]:
-    refiner = FlowRefiner(flow_long_side=flow_long_side, flow_preset=preset)
+def _time_once(
+    sequence, plan, depth, K, preset: str, mask_preset: str, flow_long_side: int, baselines: int
+) -> dict[str, list]:
+    refiner = FlowRefiner(flow_long_side=flow_long_side, flow_preset=preset, mask_flow_preset=mask_preset)
     times: dict[str, list[float]] = {"flow+pose": [], "mask/baseline": []}
     no_pixels = np.zeros(depth.shape[1:], dtype=bool)
     for i in range(len(sequence)):
@@ -52,7 +55,7 @@ def _time_once(sequence, plan, depth, K, preset: str, flow_long_side: int, basel
         others = [(j, sequence.T_world_cam[j]) for j in range(max(0, i - baselines), i - 1)]
         if others:
             start = time.perf_counter()
-            refiner.flow_residual_mask(i, sequence.T_world_cam[i], depth[i], K, others, 1.5, 0.1, 1)
+            refiner.flow_residual_mask(i, sequence.T_world_cam[i], depth[i], K, others, FlowMaskSettings())
             times["mask/baseline"].append(1e3 * (time.perf_counter() - start) / len(others))
     return times
 
@@ -64,6 +67,7 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=16, help="frames per sequence")
     parser.add_argument("--repeats", type=int, default=3, help="interleaved repeats")
     parser.add_argument("--preset", choices=sorted(FLOW_PRESETS), default="ultrafast")
+    parser.add_argument("--mask-preset", choices=sorted(FLOW_PRESETS), default="medium")
     parser.add_argument("--flow-long-side", type=int, default=320, help="flow_long_side (never upsamples)")
     parser.add_argument("--baselines", type=int, default=3, help="mask_flow_baselines")
     parser.add_argument("--long-side", type=int, default=112, help="model_long_side (output grid)")
@@ -78,11 +82,14 @@ def main() -> None:
     }
     for _ in range(args.repeats):
         for size in sizes:
-            times = _time_once(*prepared[size], args.preset, args.flow_long_side, args.baselines)
+            times = _time_once(
+                *prepared[size], args.preset, args.mask_preset, args.flow_long_side, args.baselines
+            )
             for key, values in times.items():
                 samples[size][key].extend(values)
     print(
-        f"preset {args.preset}, flow_long_side {args.flow_long_side}, {args.threads} OpenCV thread(s), "
+        f"preset {args.preset} (masks: {args.mask_preset}), flow_long_side {args.flow_long_side}, "
+        f"{args.threads} OpenCV thread(s), "
         f"output grid long side {args.long_side}, median ms over {args.repeats} x {args.frames - 1} frames"
     )
     print(f"| input | flow+pose | mask/baseline | frame (pose + {args.baselines} baselines) |")

@@ -11,7 +11,7 @@ import yaml
 
 RESIZE_MODES = ("crop", "pad")
 SCALE_SOURCES = ("none", "fixed", "odometry", "depth", "camera_height")
-MASK_FUSIONS = ("max", "mean", "tested")
+MASK_FUSIONS = ("max", "mean", "tested", "flow")
 POSE_REFINEMENTS = ("none", "flow")
 FLOW_PRESET_NAMES = ("ultrafast", "fast", "medium")
 PATCH_SIZE = 14
@@ -51,6 +51,9 @@ RUNTIME_TUNABLES = frozenset(
         "mask_flow_baselines",
         "mask_flow_min_votes",
         "mask_flow_max_fraction",
+        "mask_flow_depth_tolerance",
+        "mask_flow_confirm_grey",
+        "mask_flow_grow_px",
         "points_stride",
         "scale_factor",
         "camera_height_m",
@@ -86,8 +89,9 @@ class PipelineConfig:
         mask_rel_tolerance: relative depth margin of the free-space test.
         mask_min_votes: frames that must see through a point for it to be dynamic.
         mask_vote_fraction: ... and the fraction of the frames where the test was possible.
-        mask_fusion: ``"max"`` (either source), ``"mean"`` or ``"tested"`` (the flow-residual decision where
-            it was tested, else either source; see ``masks.MASK_FUSIONS_DOC``).
+        mask_fusion: ``"max"`` (either source), ``"mean"``, ``"tested"`` (the flow-residual decision where
+            it was tested, else either source) or ``"flow"`` (the flow-residual decision alone in frames where
+            it ran); see ``masks.MASK_FUSIONS_DOC``.
         mask_compare_frames: frames each new frame is checked against, spread over the available time span
             (the farthest first; ``masks.comparison_frames``).
         mask_photometric_tolerance: grey-level margin (fraction of 0-255) beyond which a visible point whose
@@ -110,16 +114,24 @@ class PipelineConfig:
             rotation is rejected.
         refine_reprojection_px: RANSAC inlier threshold in flow pixels.
         mask_flow: with ``pose_refinement: flow``, add the flow-residual test to the dynamic mask.
+        mask_flow_preset: DIS preset of the mask test's flows (``medium``: the faster presets smooth small
+            movers away).
         mask_flow_threshold_px: flow residual (flow pixels) above which a baseline votes dynamic ...
         mask_flow_relative: ... plus this fraction of the rigid flow's length.
         mask_flow_baseline_s: earlier frames up to this many seconds back serve as flow baselines (at least
-            the frame before, whatever the frame rate; short baselines keep flow accurate and occlusions
-            small).
+            the frame before, whatever the frame rate; slow movers need long baselines, occlusions short
+            ones).
         mask_flow_baselines: baselines per frame, spread over that span (farthest first).
         mask_flow_min_votes: baselines that must vote dynamic (and at least half of those tested).
         mask_flow_max_fraction: a frame whose flow-residual test calls more than this fraction of its tested
             pixels dynamic is not explained by its pose, depth and intrinsics (e.g. predicted intrinsics on
             real video): its decision is discarded and the network map decides there.
+        mask_flow_depth_tolerance: the rigid flow's depth range (3x3 minimum and maximum) widened by this
+            fraction: motion along the epipolar line within the depth's uncertainty is not dynamic.
+        mask_flow_confirm_grey: grey levels (0-255) of the photometric confirmation: a moved pixel whose grey
+            value is found along its rigid epipolar segment fits the static hypothesis (0: no confirmation).
+        mask_flow_grow_px: the decision grows from confirmed pixels through moved ones this many output
+            pixels; moved regions without confirmed pixels (textureless sky, wrong depth) are dropped.
         points_stride: keep every n-th pixel (both directions) in the point cloud.
         scale_source: ``none``, ``fixed``, ``odometry``, ``depth`` or ``camera_height`` (see ``scale``).
         scale_factor: output units per model unit of the first window for ``fixed``.
@@ -149,13 +161,13 @@ class PipelineConfig:
     min_depth_m: float = 0.1
     max_depth_m: float = 20.0
     mask_threshold: float = 0.5
-    mask_dilate_px: int = 1
+    mask_dilate_px: int = 0
     mask_geometric: bool = False
     mask_check_stride: int = 1
     mask_rel_tolerance: float = 0.05
     mask_min_votes: int = 1
     mask_vote_fraction: float = 0.25
-    mask_fusion: str = "tested"
+    mask_fusion: str = "flow"
     mask_compare_frames: int = 3
     mask_photometric_tolerance: float = 0.0
     mask_history_s: float = 1.5
@@ -169,12 +181,16 @@ class PipelineConfig:
     refine_max_rotation_gap_deg: float = 5.0
     refine_reprojection_px: float = 1.0
     mask_flow: bool = True
+    mask_flow_preset: str = "medium"
     mask_flow_threshold_px: float = 1.5
-    mask_flow_relative: float = 0.1
-    mask_flow_baseline_s: float = 0.13
+    mask_flow_relative: float = 0.05
+    mask_flow_baseline_s: float = 0.25
     mask_flow_baselines: int = 3
     mask_flow_min_votes: int = 1
     mask_flow_max_fraction: float = 0.5
+    mask_flow_depth_tolerance: float = 0.5
+    mask_flow_confirm_grey: float = 4.0
+    mask_flow_grow_px: int = 4
     points_stride: int = 2
     scale_source: str = "none"
     scale_factor: float = 1.0
@@ -301,12 +317,16 @@ class PipelineConfig:
         real("refine_reprojection_px", 0.0, 100.0, low_open=True)
         if not isinstance(self.mask_flow, bool):
             problems.append(f"mask_flow must be true or false, got {self.mask_flow!r}")
+        choice("mask_flow_preset", FLOW_PRESET_NAMES)
         real("mask_flow_threshold_px", 0.0, 1000.0)
         real("mask_flow_relative", 0.0, 10.0)
         real("mask_flow_baseline_s", 0.0, 10.0, low_open=True)
         integer("mask_flow_baselines", 1, 16)
         integer("mask_flow_min_votes", 1, 16)
         real("mask_flow_max_fraction", 0.0, 1.0, low_open=True)
+        real("mask_flow_depth_tolerance", 0.0, 10.0)
+        real("mask_flow_confirm_grey", 0.0, 255.0)
+        integer("mask_flow_grow_px", 0, 64)
         integer("points_stride", 1, 64)
         choice("scale_source", SCALE_SOURCES)
         real("scale_factor", 0.0, low_open=True)

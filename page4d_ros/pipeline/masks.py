@@ -30,6 +30,8 @@ MASK_FUSIONS_DOC = {
     "threshold",
     "tested": "the geometric decision where the flow-residual test could be made (the more reliable "
     "source there), the network map (or the geometric decision) elsewhere",
+    "flow": "the geometric decision alone in frames where the flow-residual test ran (the network map of a "
+    "small model flags unexplained content, e.g. what enters the view), as max in the other frames",
 }
 
 
@@ -236,8 +238,8 @@ def fuse_masks(
 ) -> np.ndarray:
     """Combine the geometric decision and the network probability (see ``MASK_FUSIONS_DOC``).
 
-    ``tested`` (bool, like ``geometric``) marks where the flow-residual test was made, for ``"tested"``;
-    without it that fusion is ``"max"``.
+    ``tested`` (bool, like ``geometric``, [..., h, w]) marks where the flow-residual test was made, for
+    ``"tested"`` and ``"flow"``; without it those fusions are ``"max"``.
     """
     if geometric is None and network_prob is None:
         raise ValueError("fuse_masks needs at least one of the geometric mask and the network probability")
@@ -245,10 +247,13 @@ def fuse_masks(
         return geometric.copy()
     if geometric is None:
         return network_prob >= threshold
-    if fusion == "max" or (fusion == "tested" and tested is None):
+    if fusion == "max" or (fusion in ("tested", "flow") and tested is None):
         return geometric | (network_prob >= threshold)
     if fusion == "tested":
         return np.where(tested, geometric, geometric | (network_prob >= threshold))
+    if fusion == "flow":
+        ran = np.any(tested, axis=(-2, -1), keepdims=True)
+        return np.where(ran, geometric, geometric | (network_prob >= threshold))
     if fusion == "mean":
         return 0.5 * (geometric.astype(np.float32) + network_prob) >= threshold
     raise ValueError(f"unknown mask fusion {fusion!r}; use one of {sorted(MASK_FUSIONS_DOC)}")

@@ -19,12 +19,22 @@ Per new frame (:meth:`FlowRefiner.refine_pose`):
    Which source won and why is counted in :class:`RefinementStats`.
 
 Flow-residual masks (:meth:`FlowRefiner.flow_residual_mask`): for a frame with refined pose and depth, the
-observed flow to a few earlier frames (baselines spread over ``mask_flow_baseline_s``) is compared with the
-rigid flow that depth and poses predict. Because the model depth is coarse at object edges, the rigid
-position is the whole segment of the epipolar line spanned by the 3x3 minimum and maximum depth, and the
-residual is the distance to that segment. Pixels failing forward-backward consistency (occlusions,
-disocclusions) do not vote; a pixel is dynamic when its residual exceeds the threshold in at least half of the
-baselines where it could be tested (and in at least ``mask_flow_min_votes``).
+observed flow to a few earlier frames (baselines spread over ``mask_flow_baseline_s``, computed with the more
+accurate ``mask_flow_preset``: the ultrafast preset smooths small movers away) is compared with the rigid flow
+that depth and poses predict. Because the model depth is coarse and often wrong near objects, the rigid
+position is the segment of the epipolar line spanned by the 3x3 minimum and maximum depth widened by
+``depth_tolerance``: motion across the epipolar line is judged without trusting the depth, motion along it
+only beyond the depth's uncertainty. Pixels failing forward-backward consistency (occlusions, disocclusions)
+do not vote; a pixel "moved" when its residual exceeds the threshold in at least half of the baselines where
+it could be tested (and in at least ``min_votes``).
+
+Flow in textureless regions (sky, blank walls) and a wrong depth there make whole regions "move". So a moved
+pixel is *confirmed* only where the static hypothesis also fails photometrically: the grey value of the pixel
+is found nowhere along its rigid epipolar segment in the other image (within ``confirm_grey`` levels of the
+3x3 range there). Confirmed pixels are reliable but sparse (a mover's uniform interior matches itself), so the
+decision grows from them (hysteresis): the moved pixels reachable from confirmed ones within ``grow_px``
+output pixels, in regions holding at least ``MIN_CONFIRMED`` confirmed pixels. A uniform sky region that
+"moved" holds no confirmed pixel and is dropped; a mover keeps its full extent.
 """
 
 from __future__ import annotations
@@ -59,6 +69,10 @@ FALLBACK_REASONS = (
 MIN_TEXTURE_EIGENVALUE = 1e-4
 DEPTH_EDGE_RATIO = 1.15
 RANSAC_ITERATIONS = 100
+# Confirmed pixels a connected moved region needs to be kept (one pixel alone is noise).
+MIN_CONFIRMED = 2
+# Points sampled along the rigid epipolar segment by the photometric confirmation.
+SEGMENT_SAMPLES = 8
 RANSAC_CONFIDENCE = 0.999
 
 
@@ -96,6 +110,24 @@ class PoseEstimate:
     reason: str
     inliers: int = 0
     inlier_ratio: float = float("nan")
+
+
+@dataclass(frozen=True)
+class FlowMaskSettings:
+    """Settings of the flow-residual test (:meth:`FlowRefiner.flow_residual_mask`, module doc).
+
+    ``threshold_px`` + ``relative_threshold`` x rigid flow length: residual (flow pixels) above which a
+    baseline says "moved"; ``min_votes`` baselines must (and half of those tested); ``depth_tolerance`` widens
+    the 3x3 depth range by that fraction; ``confirm_grey`` grey levels of the photometric confirmation (0: no
+    confirmation, the moved pixels are the decision); ``grow_px`` reach of the growth from confirmed pixels.
+    """
+
+    threshold_px: float = 1.5
+    relative_threshold: float = 0.05
+    min_votes: int = 1
+    depth_tolerance: float = 0.5
+    confirm_grey: float = 4.0
+    grow_px: int = 4
 
 
 @dataclass(frozen=True)
@@ -165,7 +197,8 @@ class FlowRefiner:
 
     Args:
         flow_long_side: long side of the flow images in pixels (sources are downsampled to it).
-        flow_preset: ``ultrafast``, ``fast`` or ``medium`` (DIS presets: faster vs more accurate).
+        flow_preset: ``ultrafast``, ``fast`` or ``medium`` (DIS presets: faster vs more accurate), for poses.
+        mask_flow_preset: the preset of the flow-residual mask test's flows.
         sample_step: correspondence grid spacing in flow pixels.
         min_inliers, min_inlier_ratio, max_flow_fraction, max_rotation_gap_deg, reprojection_px: the gate.
         max_images: grey images kept (the mask history's time span needs them).
@@ -175,6 +208,7 @@ class FlowRefiner:
         self,
         flow_long_side: int = 320,
         flow_preset: str = "ultrafast",
+        mask_flow_preset: str = "medium",
         sample_step: int = 6,
         min_inliers: int = 40,
         min_inlier_ratio: float = 0.3,
@@ -183,8 +217,9 @@ class FlowRefiner:
         reprojection_px: float = 1.0,
         max_images: int = 64,
     ) -> None:
-        if flow_preset not in FLOW_PRESETS:
-            raise ValueError(f"flow_preset must be one of {sorted(FLOW_PRESETS)}, got {flow_preset!r}")
+        for name, preset in (("flow_preset", flow_preset), ("mask_flow_preset", mask_flow_preset)):
+            if preset not in FLOW_PRESETS:
+                raise ValueError(f"{name} must be one of {sorted(FLOW_PRESETS)}, got {preset!r}")
         self.flow_long_side = int(flow_long_side)
         self.sample_step = int(sample_step)
         self.min_inliers = int(min_inliers)
@@ -194,9 +229,11 @@ class FlowRefiner:
         self.reprojection_px = float(reprojection_px)
         self.max_images = int(max_images)
         self._dis = cv2.DISOpticalFlow_create(FLOW_PRESETS[flow_preset])
+        self._mask_dis = cv2.DISOpticalFlow_create(FLOW_PRESETS[mask_flow_preset])
         self._images: OrderedDict[int, np.ndarray] = OrderedDict()
         self._texture: dict[int, np.ndarray] = {}
-        self._flows: OrderedDict[tuple[int, int], np.ndarray] = OrderedDict()
+        self._grey_ranges: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self._flows: OrderedDict[tuple[int, int, bool], np.ndarray] = OrderedDict()
         self.grid: FlowGrid | None = None
         self.stats = RefinementStats()
 
@@ -214,6 +251,7 @@ class FlowRefiner:
         while len(self._images) > self.max_images:
             old, _ = self._images.popitem(last=False)
             self._texture.pop(old, None)
+            self._grey_ranges.pop(old, None)
 
     def has_image(self, stamp_ns: int) -> bool:
         """Whether the flow image of ``stamp_ns`` is kept."""
@@ -223,14 +261,17 @@ class FlowRefiner:
         """Forget every image and flow (resets, size changes)."""
         self._images.clear()
         self._texture.clear()
+        self._grey_ranges.clear()
         self._flows.clear()
 
-    def flow(self, from_stamp: int, to_stamp: int) -> np.ndarray:
-        """Dense flow [h,w,2] (float32, flow pixels) from one kept image to another (cached)."""
-        key = (int(from_stamp), int(to_stamp))
+    def flow(self, from_stamp: int, to_stamp: int, for_masks: bool = False) -> np.ndarray:
+        """Dense flow [h,w,2] (float32, flow pixels) from one kept image to another (cached), with the pose
+        preset or, with ``for_masks``, the mask test's."""
+        key = (int(from_stamp), int(to_stamp), bool(for_masks))
         cached = self._flows.get(key)
         if cached is None:
-            cached = self._dis.calc(self._images[key[0]], self._images[key[1]], None)
+            dis = self._mask_dis if for_masks else self._dis
+            cached = dis.calc(self._images[key[0]], self._images[key[1]], None)
             self._flows[key] = cached
             while len(self._flows) > 4 * self.max_images:
                 self._flows.popitem(last=False)
@@ -361,6 +402,32 @@ class FlowRefiner:
         return decide("flow", "", T_world_previous @ T_previous_current, count, ratio)
 
     # -------------------------------------------------------------------------------------------- masks
+    def _grey_range(self, stamp_ns: int) -> tuple[np.ndarray, np.ndarray]:
+        """3x3 minimum and maximum (float32) of a kept grey image (cached)."""
+        cached = self._grey_ranges.get(stamp_ns)
+        if cached is None:
+            grey, kernel = self._images[stamp_ns], np.ones((3, 3), np.uint8)
+            cached = (cv2.erode(grey, kernel).astype(np.float32), cv2.dilate(grey, kernel).astype(np.float32))
+            self._grey_ranges[stamp_ns] = cached
+        return cached
+
+    def _found_on_segment(
+        self,
+        other_stamp: int,
+        grey: np.ndarray,
+        start: tuple[np.ndarray, np.ndarray],
+        end: tuple[np.ndarray, np.ndarray],
+        tolerance: float,
+    ) -> np.ndarray:
+        """Whether each grey value lies within ``tolerance`` of the other image's 3x3 range somewhere on its
+        segment from ``start`` to ``end`` (flow pixels): does the static hypothesis fit photometrically?"""
+        low, high = self._grey_range(int(other_stamp))
+        found = np.zeros(grey.shape, dtype=bool)
+        for t in np.linspace(0.0, 1.0, SEGMENT_SAMPLES):
+            u, v = start[0] + t * (end[0] - start[0]), start[1] + t * (end[1] - start[1])
+            found |= (grey >= _bilinear(low, u, v) - tolerance) & (grey <= _bilinear(high, u, v) + tolerance)
+        return found
+
     def flow_residual_mask(
         self,
         stamp_ns: int,
@@ -368,16 +435,13 @@ class FlowRefiner:
         depth: np.ndarray,
         K_output: np.ndarray,
         others: list[tuple[int, np.ndarray]],
-        threshold_px: float,
-        relative_threshold: float,
-        min_votes: int,
+        settings: FlowMaskSettings,
     ) -> tuple[np.ndarray, np.ndarray] | None:
         """Flow-residual dynamic decision [h,w] and where it was tested (both bool) on the output grid.
 
         ``depth`` [h,w] (output grid, NaN invalid) and ``T_world_cam`` of the frame, ``others`` the
-        (stamp, world-from-camera pose) of comparison frames in the same units. A baseline votes where the
-        observed flow lands more than ``threshold_px + relative_threshold * |flow|`` (flow pixels) from the
-        epipolar segment of the 3x3 depth range. None when no baseline could be compared.
+        (stamp, world-from-camera pose) of comparison frames in the same units; ``settings`` the test's
+        (module doc). None when no baseline could be compared.
         """
         if self.grid is None or not self.has_image(stamp_ns):
             return None
@@ -387,6 +451,8 @@ class FlowRefiner:
             return None
         height, width = depth.shape
         low, high = depth_extremes(depth)
+        widening = 1.0 + settings.depth_tolerance
+        bounds = (low / widening, high * widening)
         v_o, u_o = np.mgrid[0:height, 0:width]
         u_o, v_o = u_o.reshape(-1).astype(np.float64), v_o.reshape(-1).astype(np.float64)
         valid = np.isfinite(low.reshape(-1)) & (low.reshape(-1) > 0)
@@ -394,11 +460,13 @@ class FlowRefiner:
         rays = (np.linalg.inv(K_output) @ np.stack([u_o, v_o, np.ones_like(u_o)])).T
         K_flow = self.flow_intrinsics(K_output)
         flow_w, flow_h = self.grid.width, self.grid.height
+        grey = _bilinear(self._images[int(stamp_ns)].astype(np.float32), u_f, v_f)
         votes = np.zeros(height * width, dtype=np.int32)
+        confirmations = np.zeros_like(votes)
         tested = np.zeros_like(votes)
         for other_stamp, T_world_other in others:
-            forward = self.flow(stamp_ns, other_stamp)
-            backward = self.flow(other_stamp, stamp_ns)
+            forward = self.flow(stamp_ns, other_stamp, for_masks=True)
+            backward = self.flow(other_stamp, stamp_ns, for_masks=True)
             observed = _bilinear(forward, u_f, v_f).astype(np.float64)
             u_obs, v_obs = u_f + observed[:, 0], v_f + observed[:, 1]
             back = _bilinear(backward, u_obs, v_obs).astype(np.float64)
@@ -407,7 +475,7 @@ class FlowRefiner:
             in_view = (u_obs >= 0) & (u_obs <= flow_w - 1) & (v_obs >= 0) & (v_obs <= flow_h - 1)
             T_other_cam = np.linalg.inv(T_world_other) @ np.asarray(T_world_cam, dtype=np.float64)
             ends = []
-            for bound in (low, high):
+            for bound in bounds:
                 points = rays * bound.reshape(-1, 1) @ T_other_cam[:3, :3].T + T_other_cam[:3, 3]
                 z = points[:, 2]
                 z_safe = np.where(z > 1e-6, z, 1.0)
@@ -420,7 +488,40 @@ class FlowRefiner:
             residual = np.hypot(u_obs - (ua + t * seg_u), v_obs - (va + t * seg_v))
             rigid = np.hypot(ua - u_f, va - v_f)
             can_test = valid & consistent & in_view & front_a & front_b
-            votes += can_test & (residual > threshold_px + relative_threshold * rigid)
+            moved = can_test & (residual > settings.threshold_px + settings.relative_threshold * rigid)
+            votes += moved
             tested += can_test
-        dynamic = (votes >= min_votes) & (2 * votes >= np.maximum(tested, 1))
-        return dynamic.reshape(height, width), tested.reshape(height, width) > 0
+            if settings.confirm_grey > 0 and moved.any():
+                confirmed = moved.copy()
+                confirmed[moved] = ~self._found_on_segment(
+                    other_stamp,
+                    grey[moved],
+                    (ua[moved], va[moved]),
+                    (ub[moved], vb[moved]),
+                    settings.confirm_grey,
+                )
+                confirmations += confirmed
+
+        def decided(counts: np.ndarray) -> np.ndarray:
+            majority = (counts >= settings.min_votes) & (2 * counts >= np.maximum(tested, 1))
+            return majority.reshape(height, width)
+
+        dynamic = decided(votes)
+        if settings.confirm_grey > 0:
+            dynamic = grow_from_confirmed(dynamic, decided(confirmations), settings.grow_px)
+        return dynamic, tested.reshape(height, width) > 0
+
+
+def grow_from_confirmed(moved: np.ndarray, confirmed: np.ndarray, reach_px: int) -> np.ndarray:
+    """The ``moved`` pixels reachable from ``confirmed`` ones through moved pixels within ``reach_px`` steps
+    (8-connected), in connected regions holding at least :data:`MIN_CONFIRMED` confirmed pixels."""
+    moved_u8 = moved.astype(np.uint8)
+    grown = (confirmed & moved).astype(np.uint8)
+    kernel = np.ones((3, 3), np.uint8)
+    for _ in range(reach_px):
+        grown = cv2.dilate(grown, kernel) & moved_u8
+    count, labels = cv2.connectedComponents(grown, connectivity=8)
+    seeds = np.bincount(labels[confirmed & moved], minlength=count)
+    keep = seeds >= MIN_CONFIRMED
+    keep[0] = False
+    return keep[labels]

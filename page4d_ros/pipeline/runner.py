@@ -50,7 +50,7 @@ from page4d_ros.pipeline.masks import (
     network_probability,
 )
 from page4d_ros.pipeline.preprocess import ResizePlan, images_to_tensor_layout, plan_resize, resize_rgb
-from page4d_ros.pipeline.refinement import FlowRefiner
+from page4d_ros.pipeline.refinement import FlowMaskSettings, FlowRefiner
 from page4d_ros.pipeline.scale import ScaleEstimator, WindowScaleInputs
 from page4d_ros.pipeline.types import Frame, FrameResult, Predictor, WindowPrediction
 from page4d_ros.pipeline.windowing import BufferedFrame, FrameQueue, KeyframeGate
@@ -260,6 +260,7 @@ class StreamingPipeline:
         return FlowRefiner(
             flow_long_side=cfg.flow_long_side,
             flow_preset=cfg.flow_preset,
+            mask_flow_preset=cfg.mask_flow_preset,
             min_inliers=cfg.refine_min_inliers,
             min_inlier_ratio=cfg.refine_min_inlier_ratio,
             max_flow_fraction=cfg.refine_max_flow_fraction,
@@ -600,9 +601,14 @@ class StreamingPipeline:
             depth[i],
             K,
             [candidates[c] for c in chosen],
-            cfg.mask_flow_threshold_px,
-            cfg.mask_flow_relative,
-            cfg.mask_flow_min_votes,
+            FlowMaskSettings(
+                cfg.mask_flow_threshold_px,
+                cfg.mask_flow_relative,
+                cfg.mask_flow_min_votes,
+                cfg.mask_flow_depth_tolerance,
+                cfg.mask_flow_confirm_grey,
+                cfg.mask_flow_grow_px,
+            ),
         )
         if result is not None and result[0].sum() > cfg.mask_flow_max_fraction * max(int(result[1].sum()), 1):
             self.stats.mask_flow_discarded += 1

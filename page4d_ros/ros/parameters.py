@@ -19,7 +19,14 @@ from typing import Any
 
 import yaml
 
-from page4d_ros.pipeline.config import MASK_FUSIONS, PATCH_SIZE, RESIZE_MODES, SCALE_SOURCES, PipelineConfig
+from page4d_ros.pipeline.config import (
+    FLOW_PRESET_NAMES,
+    MASK_FUSIONS,
+    PATCH_SIZE,
+    RESIZE_MODES,
+    SCALE_SOURCES,
+    PipelineConfig,
+)
 
 NODE_NAME = "page4d"
 DEFAULT_NAMESPACE = "page4d"
@@ -325,7 +332,8 @@ _PIPELINE_DESCRIPTIONS: dict[str, str] = {
     "mask_rel_tolerance": "Relative depth disagreement counted as a geometric vote.",
     "mask_min_votes": "Votes needed before a pixel is geometrically dynamic.",
     "mask_vote_fraction": "Fraction of views that must vote dynamic.",
-    "mask_fusion": "How network and geometric masks combine: max or mean.",
+    "mask_fusion": "How network and geometric masks combine: max, mean, tested (the flow decision where "
+    "tested) or flow (the flow decision alone in frames where it ran).",
     "mask_compare_frames": "Frames (spread in time) each new frame is checked against geometrically.",
     "mask_photometric_tolerance": "Grey-level disagreement that also votes dynamic (0 disables it).",
     "mask_history_s": "Seconds of published frames kept as extra views for the geometric mask test.",
@@ -340,6 +348,8 @@ _PIPELINE_DESCRIPTIONS: dict[str, str] = {
     "refine_max_rotation_gap_deg": "Largest rotation gap (degrees) between flow and network poses.",
     "refine_reprojection_px": "RANSAC PnP inlier threshold in flow pixels.",
     "mask_flow": "With pose_refinement flow, add the flow-residual test to the dynamic mask.",
+    "mask_flow_preset": "DIS optical-flow preset of the mask test: ultrafast, fast or medium (fixed after "
+    "configure).",
     "mask_flow_threshold_px": "Flow residual in flow pixels above which a baseline votes dynamic.",
     "mask_flow_relative": "Added to that threshold per pixel of rigid flow (fraction).",
     "mask_flow_baseline_s": "Earlier frames up to this many seconds back (at least the previous frame) "
@@ -348,6 +358,10 @@ _PIPELINE_DESCRIPTIONS: dict[str, str] = {
     "mask_flow_min_votes": "Baselines that must vote dynamic (and at least half of those tested).",
     "mask_flow_max_fraction": "A frame whose flow test calls more than this fraction of its tested pixels "
     "dynamic is not explained by its pose and depth: the network map decides there instead.",
+    "mask_flow_depth_tolerance": "Widening (fraction) of the depth range the rigid flow may come from.",
+    "mask_flow_confirm_grey": "Grey levels within which a moved pixel still fits the static hypothesis "
+    "photometrically (0: no photometric confirmation).",
+    "mask_flow_grow_px": "Growth in output pixels of the decision from photometrically confirmed pixels.",
     "points_stride": "Pixel stride of the published cloud.",
     "scale_source": "none, fixed (scale_factor), odometry (odom topic), depth (metric_depth topic), "
     "camera_height.",
@@ -396,6 +410,9 @@ _PIPELINE_RANGES: dict[str, Range] = {
     "odometry_max_dt_s": Range(0.0, low_open=True),
     "metric_depth_max_dt_s": Range(0.0, low_open=True),
     "history_max_poses": Range(1, 10_000_000),
+    "mask_flow_depth_tolerance": Range(0.0, 10.0),
+    "mask_flow_confirm_grey": Range(0.0, 255.0),
+    "mask_flow_grow_px": Range(0, 64),
 }
 """Ranges of the pipeline parameters: those of ``PipelineConfig.validate`` (a test checks that they agree),
 with a finite upper bound for integers where it has none (ROS integer ranges need one). ``model_long_side``
@@ -404,6 +421,8 @@ _PIPELINE_CHOICES: dict[str, tuple[str, ...]] = {
     "resize_mode": RESIZE_MODES,
     "mask_fusion": MASK_FUSIONS,
     "scale_source": SCALE_SOURCES,
+    "flow_preset": FLOW_PRESET_NAMES,
+    "mask_flow_preset": FLOW_PRESET_NAMES,
 }
 
 NATIVE_LONG_SIDE = PipelineConfig().model_long_side

@@ -107,6 +107,23 @@ def test_fusion_and_dilation():
         fuse_masks(None, None, 0.5, "max")
 
 
+def test_tested_and_flow_fusions_trust_the_flow_test_where_and_when_it_ran():
+    geometric = np.zeros((2, 4, 4), dtype=bool)
+    geometric[:, 1, 1] = True
+    network = np.zeros((2, 4, 4))
+    network[:, 3, 3] = 0.9  # an untested pixel the network calls dynamic
+    network[:, 0, 0] = 0.9  # a tested pixel the network calls dynamic, the flow test static
+    tested = np.zeros((2, 4, 4), dtype=bool)
+    tested[0, :2, :2] = True  # frame 0 ran the flow test on its top-left corner, frame 1 did not
+    by_pixel = fuse_masks(geometric, network, 0.5, "tested", tested)
+    assert by_pixel[0, 1, 1] and not by_pixel[0, 0, 0] and by_pixel[0, 3, 3]
+    assert by_pixel[1, 0, 0] and by_pixel[1, 3, 3] and by_pixel[1, 1, 1]
+    by_frame = fuse_masks(geometric, network, 0.5, "flow", tested)
+    assert by_frame[0].sum() == 1 and by_frame[0, 1, 1]
+    assert np.array_equal(by_frame[1], by_pixel[1])
+    assert np.array_equal(fuse_masks(geometric, network, 0.5, "flow"), geometric | (network >= 0.5))
+
+
 def test_network_probability_upsamples_with_pixel_centres():
     scores = np.array([[[-0.5, 0.5]]], dtype=np.float32)
     probability = network_probability(scores, 1, 4)

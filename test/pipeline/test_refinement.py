@@ -113,9 +113,9 @@ def test_flow_masks_find_the_movers_at_30_fps(forward_walk):
     _, network = _stream(forward_walk, _config("none", mask_geometric=True, mask_fusion="max"), oracle)
     _, refined = _stream(forward_walk, _config("flow"), oracle)
     iou, precision, recall = _mask_scores(refined, oracle)
-    # Measured 0.41 (precision 0.46, recall 0.79); the free-space test on the network path scores 0.23.
-    assert iou >= 0.3, f"flow-residual mask IoU {iou:.2f} (precision {precision:.2f}, recall {recall:.2f})"
-    assert recall >= 0.6
+    # Measured 0.51 (precision 0.76, recall 0.61); the free-space test on the network path scores 0.23.
+    assert iou >= 0.45, f"flow-residual mask IoU {iou:.2f} (precision {precision:.2f}, recall {recall:.2f})"
+    assert recall >= 0.5
     assert iou > 1.5 * _mask_scores(network, oracle)[0]
 
 
@@ -125,9 +125,48 @@ def test_masks_through_a_5_hz_keyframe_gate():
     _, results = _stream(sequence, _config("flow", keyframe_min_interval_s=0.19), oracle)
     assert len(results) == 12
     iou, precision, recall = _mask_scores(results, oracle)
-    # Measured 0.30 (precision 0.38, recall 0.59): baselines of one keyframe (0.2 s) still see the movers.
-    assert iou >= 0.2, f"5 Hz mask IoU {iou:.2f} (precision {precision:.2f}, recall {recall:.2f})"
-    assert recall >= 0.4
+    # Measured 0.50 (precision 0.80, recall 0.57): baselines of one keyframe (0.2 s) still see the movers.
+    assert iou >= 0.4, f"5 Hz mask IoU {iou:.2f} (precision {precision:.2f}, recall {recall:.2f})"
+    assert recall >= 0.45
+
+
+class _SkyAtFiniteDepth:
+    """Wraps a predictor and gives the sky (no ground-truth depth) a confident, far too near depth, as the
+    shipped model does: the rigid flow there is wrong and the observed flow of the blank sky meaningless."""
+
+    def __init__(self, inner: OracleModel) -> None:
+        self.inner = inner
+        self.has_dynamics_map = inner.has_dynamics_map
+
+    def predict(self, images: np.ndarray, stamps_ns: np.ndarray) -> WindowPrediction:
+        prediction = self.inner.predict(images, stamps_ns)
+        depth = prediction.depth.copy()
+        sky = ~(depth > 0)
+        depth[sky] = np.median(depth[~sky])
+        confidence = np.full_like(prediction.depth_conf, prediction.depth_conf.max())
+        return dataclasses.replace(prediction, depth=depth, depth_conf=confidence)
+
+
+def test_photometric_confirmation_keeps_a_blank_sky_at_a_wrong_depth_static():
+    sequence = generate_sequence(
+        17, 30, WIDTH, HEIGHT, num_movers=3, fps=30.0, camera_motion="walk", scene="outdoor"
+    )
+    oracle = OracleModel(sequence, 112, **BAD_NETWORK, seed=4)
+    sky = oracle.plan.crop_to_output(resample_to_network(sequence.depth, oracle.plan, 0.0)) <= 0
+    assert sky.mean() > 0.2
+
+    def sky_flagged(**overrides: object) -> tuple[float, float]:
+        _, results = _stream(sequence, _config("flow", **overrides), _SkyAtFiniteDepth(oracle))
+        flagged = np.stack([r.dynamic_mask == 255 for r in results])
+        in_sky = sky[oracle.frame_indices(np.array([r.stamp_ns for r in results]))]
+        return float(flagged[in_sky].mean()), _mask_scores(results, oracle)[0]
+
+    unconfirmed, unconfirmed_iou = sky_flagged(mask_flow_confirm_grey=0.0)
+    confirmed, confirmed_iou = sky_flagged()
+    # Measured: 52 % of the sky flagged without the confirmation, 4 % with it (mover IoU 0.04 -> 0.11).
+    assert unconfirmed > 0.3, f"only {100 * unconfirmed:.0f} % of the sky moved: the test shows nothing"
+    assert confirmed < 0.1, f"{100 * confirmed:.0f} % of the sky still flagged"
+    assert confirmed_iou > unconfirmed_iou
 
 
 def test_odometry_scale_source_consumes_the_refined_poses(forward_walk):
@@ -324,7 +363,7 @@ def test_a_flow_test_that_calls_most_pixels_dynamic_is_discarded(forward_walk):
     """A zero residual threshold makes every tested pixel vote dynamic, as a wrong camera model does
     (predicted intrinsics on real video): with the guard the network map decides, as without the flow test."""
     oracle = OracleModel(forward_walk, 112, **BAD_NETWORK, seed=1)
-    everything = {"mask_flow_threshold_px": 0.0, "mask_flow_relative": 0.0}
+    everything = {"mask_flow_threshold_px": 0.0, "mask_flow_relative": 0.0, "mask_flow_confirm_grey": 0.0}
     unguarded_pipeline, unguarded = _stream(
         forward_walk, _config("flow", **everything, mask_flow_max_fraction=1.0), oracle
     )
