@@ -7,10 +7,12 @@ PnP solves the current camera's pose. Scale stays tied to the network's depth (t
 
 Per new frame (:meth:`FlowRefiner.refine_pose`):
 
-1. DIS optical flow (``cv2.DISOpticalFlow``) previous -> current and back, on grey images at
-   ``flow_long_side`` pixels; correspondences are kept on a regular grid where the previous frame is
-   textured (minimum eigenvalue of the structure tensor), has depth away from depth edges, is not flagged
-   dynamic (its published mask or the network's map) and passes the forward-backward check.
+1. DIS optical flow (``cv2.DISOpticalFlow``) previous -> current on grey images at ``flow_long_side``
+   pixels; correspondences are taken on a regular grid where the previous frame is textured (minimum
+   eigenvalue of the structure tensor), has depth away from depth edges and is not flagged dynamic (its
+   published mask or the network's map). The DIS flow seeds pyramidal Lucas-Kanade at full flow resolution
+   (the fast DIS presets stop at a quarter of it), forward and back; points that do not return to where
+   they started are dropped.
 2. ``cv2.solvePnPRansac`` on those, then ``cv2.solvePnPRefineLM`` on the inliers.
 3. Gate ("fusion"): the flow pose wins when the flow is reliable (enough textured correspondences, motion
    below ``refine_max_flow_fraction`` of the image width, at least ``refine_min_inliers`` inliers making
@@ -60,6 +62,12 @@ MIN_TEXTURE_EIGENVALUE = 1e-4
 DEPTH_EDGE_RATIO = 1.15
 RANSAC_ITERATIONS = 100
 RANSAC_CONFIDENCE = 0.999
+# Lucas-Kanade refinement of the DIS correspondences (``FlowRefiner._track``): window, stopping rule, the
+# forward-backward distance (flow pixels) a tracked point must return within.
+TRACK_WINDOW = (15, 15)
+TRACK_CRITERIA = (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 20, 0.01)
+TRACK_FLAGS = cv2.OPTFLOW_USE_INITIAL_FLOW
+TRACK_FB_PX = 0.5
 
 
 @dataclass
@@ -257,6 +265,39 @@ class FlowRefiner:
         """K on the flow grid from K on the output grid."""
         return self.grid.output_to_flow @ np.asarray(K_output, dtype=np.float64)
 
+    def _track(
+        self,
+        from_stamp: int,
+        to_stamp: int,
+        u: np.ndarray,
+        v: np.ndarray,
+        motion: np.ndarray,
+        selected: np.ndarray,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Sub-pixel positions in ``to_stamp`` of the ``selected`` points (u, v) of ``from_stamp``.
+
+        The DIS flow ``motion`` (coarse: its finest scale is a quarter of the image at the fast presets)
+        seeds pyramidal Lucas-Kanade at full flow resolution, forward and back; a point is tracked when both
+        converge and it returns within ``TRACK_FB_PX`` of where it started. Returns (u, v, tracked).
+        """
+        u_c, v_c = u + motion[:, 0], v + motion[:, 1]
+        tracked = np.zeros(u.shape, dtype=bool)
+        index = np.flatnonzero(selected)
+        if index.size == 0:
+            return u_c, v_c, tracked
+        start = np.stack([u[index], v[index]], axis=1).astype(np.float32).reshape(-1, 1, 2)
+        guess = np.stack([u_c[index], v_c[index]], axis=1).astype(np.float32).reshape(-1, 1, 2)
+        previous, current = self._images[from_stamp], self._images[to_stamp]
+        options = {"winSize": TRACK_WINDOW, "maxLevel": 1, "criteria": TRACK_CRITERIA, "flags": TRACK_FLAGS}
+        ahead, ok_ahead, _ = cv2.calcOpticalFlowPyrLK(previous, current, start, guess.copy(), **options)
+        back, ok_back, _ = cv2.calcOpticalFlowPyrLK(current, previous, ahead, start.copy(), **options)
+        returned = np.linalg.norm((back - start).reshape(-1, 2), axis=1) < TRACK_FB_PX
+        good = ok_ahead.reshape(-1).astype(bool) & ok_back.reshape(-1).astype(bool) & returned
+        ahead = ahead.reshape(-1, 2).astype(np.float64)
+        u_c[index], v_c[index] = ahead[:, 0], ahead[:, 1]
+        tracked[index] = good & np.all(np.isfinite(ahead), axis=1)
+        return u_c, v_c, tracked
+
     def refine_pose(
         self,
         previous_stamp: int,
@@ -290,7 +331,6 @@ class FlowRefiner:
         if not np.any(np.isfinite(depth) & (depth > 0)):
             return decide("network", "no_depth", fallback)
         forward = self.flow(previous_stamp, current_stamp)
-        backward = self.flow(current_stamp, previous_stamp)
         height, width = forward.shape[:2]
         step = self.sample_step
         v_f, u_f = np.mgrid[step // 2 : height : step, step // 2 : width : step]
@@ -310,11 +350,10 @@ class FlowRefiner:
         median_motion = float(np.median(np.linalg.norm(motion[usable], axis=1))) if usable.any() else 0.0
         if median_motion > self.max_flow_fraction * width:
             return decide("network", "large_motion", fallback)
-        u_c, v_c = u_f + motion[:, 0], v_f + motion[:, 1]
-        back = _bilinear(backward, u_c, v_c).astype(np.float64)
-        fb_error = np.hypot(u_c + back[:, 0] - u_f, v_c + back[:, 1] - v_f)
+        candidates = usable & textured
+        u_c, v_c, tracked = self._track(int(previous_stamp), int(current_stamp), u_f, v_f, motion, candidates)
         in_view = (u_c >= 0) & (u_c <= width - 1) & (v_c >= 0) & (v_c <= height - 1)
-        keep = usable & textured & in_view & (fb_error < 1.0 + 0.05 * np.linalg.norm(motion, axis=1))
+        keep = candidates & tracked & in_view
         if np.count_nonzero(keep) < self.min_inliers:
             textured_count = np.count_nonzero(usable & textured)
             reason = "low_texture" if textured_count < self.min_inliers else "few_inliers"
