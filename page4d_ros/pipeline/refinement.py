@@ -64,9 +64,10 @@ RANSAC_ITERATIONS = 100
 RANSAC_CONFIDENCE = 0.999
 # Lucas-Kanade refinement of the DIS correspondences (``FlowRefiner._track``): window, stopping rule, the
 # forward-backward distance (flow pixels) a tracked point must return within.
-TRACK_WINDOW = (15, 15)
-TRACK_CRITERIA = (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 20, 0.01)
+TRACK_WINDOW = (11, 11)
+TRACK_CRITERIA = (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 10, 0.01)
 TRACK_FLAGS = cv2.OPTFLOW_USE_INITIAL_FLOW
+TRACK_LEVELS = 1
 TRACK_FB_PX = 0.5
 
 
@@ -288,7 +289,12 @@ class FlowRefiner:
         start = np.stack([u[index], v[index]], axis=1).astype(np.float32).reshape(-1, 1, 2)
         guess = np.stack([u_c[index], v_c[index]], axis=1).astype(np.float32).reshape(-1, 1, 2)
         previous, current = self._images[from_stamp], self._images[to_stamp]
-        options = {"winSize": TRACK_WINDOW, "maxLevel": 1, "criteria": TRACK_CRITERIA, "flags": TRACK_FLAGS}
+        options = {
+            "winSize": TRACK_WINDOW,
+            "maxLevel": TRACK_LEVELS,
+            "criteria": TRACK_CRITERIA,
+            "flags": TRACK_FLAGS,
+        }
         ahead, ok_ahead, _ = cv2.calcOpticalFlowPyrLK(previous, current, start, guess.copy(), **options)
         back, ok_back, _ = cv2.calcOpticalFlowPyrLK(current, previous, ahead, start.copy(), **options)
         returned = np.linalg.norm((back - start).reshape(-1, 2), axis=1) < TRACK_FB_PX
