@@ -62,7 +62,7 @@ MIN_TEXTURE_EIGENVALUE = 1e-4
 DEPTH_EDGE_RATIO = 1.15
 RANSAC_ITERATIONS = 100
 RANSAC_CONFIDENCE = 0.999
-# Lucas-Kanade refinement of the DIS correspondences (``FlowRefiner._track``): window, stopping rule, the
+# Lucas-Kanade refinement of the DIS correspondences (``FlowRefiner.track``): window, stopping rule, the
 # forward-backward distance (flow pixels) a tracked point must return within.
 TRACK_WINDOW = (11, 11)
 TRACK_CRITERIA = (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 10, 0.01)
@@ -266,7 +266,7 @@ class FlowRefiner:
         """K on the flow grid from K on the output grid."""
         return self.grid.output_to_flow @ np.asarray(K_output, dtype=np.float64)
 
-    def _track(
+    def track(
         self,
         from_stamp: int,
         to_stamp: int,
@@ -357,7 +357,7 @@ class FlowRefiner:
         if median_motion > self.max_flow_fraction * width:
             return decide("network", "large_motion", fallback)
         candidates = usable & textured
-        u_c, v_c, tracked = self._track(int(previous_stamp), int(current_stamp), u_f, v_f, motion, candidates)
+        u_c, v_c, tracked = self.track(int(previous_stamp), int(current_stamp), u_f, v_f, motion, candidates)
         in_view = (u_c >= 0) & (u_c <= width - 1) & (v_c >= 0) & (v_c <= height - 1)
         keep = candidates & tracked & in_view
         if np.count_nonzero(keep) < self.min_inliers:
