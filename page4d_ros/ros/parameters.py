@@ -156,7 +156,9 @@ _NODE_PARAMETERS: tuple[ParameterSpec, ...] = (
         "QoS of image, camera_info and metric depth subscriptions.",
         choices=QOS_CHOICES,
     ),
-    ParameterSpec("input_queue_depth", 2, "History depth of the input subscriptions.", range=Range(1, 1000)),
+    ParameterSpec(
+        "input_queue_depth", 2, "History depth of the input subscriptions.", range=Range(1, 1000)
+    ),
     ParameterSpec(
         "frame_queue_size",
         4,
