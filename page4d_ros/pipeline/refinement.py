@@ -14,7 +14,10 @@ Per new frame (:meth:`FlowRefiner.refine_pose`):
    (the fast DIS presets stop at a quarter of it), forward and back; points that do not return to where
    they started are dropped.
 2. ``cv2.solvePnPRansac`` on those, then ``cv2.solvePnPRefineLM`` on the inliers.
-3. Gate ("fusion"): the flow pose wins when the flow is reliable (enough textured correspondences, motion
+3. Zero motion: when the median tracked motion is below ``zero_motion_px`` the camera has not moved and
+   the frame takes the previous frame's pose exactly (counted in ``RefinementStats.zero_motion``; a PnP
+   would let slow movers and depth noise push a static camera around).
+4. Gate ("fusion"): the flow pose wins when the flow is reliable (enough textured correspondences, motion
    below ``refine_max_flow_fraction`` of the image width, at least ``refine_min_inliers`` inliers making
    ``refine_min_inlier_ratio`` of the correspondences, rotation within ``refine_max_rotation_gap_deg`` of
    the network's relative rotation); otherwise the network's relative pose (chained in global units) is used.
@@ -73,11 +76,13 @@ TRACK_FB_PX = 0.5
 
 @dataclass
 class RefinementStats:
-    """Which pose source won per frame, and why the network was used when it was."""
+    """Which pose source won per frame, and why the network was used when it was (``reason``; for a
+    flow pose it is empty, or ``zero_motion`` when the camera was found static)."""
 
     frames: int = 0
     flow: int = 0
     network: int = 0
+    zero_motion: int = 0
     last_source: str = ""
     last_reason: str = ""
     last_inliers: int = 0
@@ -89,6 +94,7 @@ class RefinementStats:
         self.frames += 1
         if source == "flow":
             self.flow += 1
+            self.zero_motion += reason == "zero_motion"
         else:
             self.network += 1
             self.fallbacks[reason] = self.fallbacks.get(reason, 0) + 1
@@ -177,6 +183,7 @@ class FlowRefiner:
         flow_preset: ``ultrafast``, ``fast`` or ``medium`` (DIS presets: faster vs more accurate).
         sample_step: correspondence grid spacing in flow pixels.
         min_inliers, min_inlier_ratio, max_flow_fraction, max_rotation_gap_deg, reprojection_px: the gate.
+        zero_motion_px: median tracked motion (flow pixels) below which the camera is static (0: never).
         max_images: grey images kept (the mask history's time span needs them).
     """
 
@@ -190,6 +197,7 @@ class FlowRefiner:
         max_flow_fraction: float = 0.15,
         max_rotation_gap_deg: float = 5.0,
         reprojection_px: float = 1.0,
+        zero_motion_px: float = 0.0,
         max_images: int = 64,
     ) -> None:
         if flow_preset not in FLOW_PRESETS:
@@ -201,6 +209,7 @@ class FlowRefiner:
         self.max_flow_fraction = float(max_flow_fraction)
         self.max_rotation_gap_deg = float(max_rotation_gap_deg)
         self.reprojection_px = float(reprojection_px)
+        self.zero_motion_px = float(zero_motion_px)
         self.max_images = int(max_images)
         self._dis = cv2.DISOpticalFlow_create(FLOW_PRESETS[flow_preset])
         self._images: OrderedDict[int, np.ndarray] = OrderedDict()
@@ -364,6 +373,10 @@ class FlowRefiner:
             textured_count = np.count_nonzero(usable & textured)
             reason = "low_texture" if textured_count < self.min_inliers else "few_inliers"
             return decide("network", reason, fallback)
+        moved = np.hypot(u_c[keep] - u_f[keep], v_c[keep] - v_f[keep])
+        if self.zero_motion_px > 0 and np.median(moved) < self.zero_motion_px:
+            still = int(np.count_nonzero(moved < self.zero_motion_px))
+            return decide("flow", "zero_motion", T_world_previous.copy(), still, still / moved.size)
         K_flow = self.flow_intrinsics(K_output)
         rays = np.linalg.inv(K_output) @ np.stack([u_o[keep], v_o[keep], np.ones(np.count_nonzero(keep))])
         points = (rays * d[keep]).T.astype(np.float64)

@@ -105,6 +105,7 @@ def test_forward_motion_refined_pose_beats_a_wrong_network_translation(forward_w
     assert stats.pose_source_flow + stats.pose_source_network == len(refined) - 1
     assert stats.pose_source_flow >= 0.9 * (len(refined) - 1)
     assert stats.pose_last_source == "flow" and stats.pose_last_inliers >= 40
+    assert stats.pose_zero_motion == 0  # a walking camera is never taken for a static one
     assert "refinement" in stats.last_stage_ms
 
 
@@ -174,6 +175,24 @@ def test_static_camera_stays_static():
     depth_scale = np.nanmedian(results[0].depth)
     assert np.max(np.linalg.norm(centres - centres[0], axis=1)) < 0.01 * depth_scale
     assert pipeline.stats.pose_source_flow > 0
+
+
+def test_a_static_camera_keeps_its_pose_exactly_and_says_so():
+    """Zero-motion detection: the tracked static pixels do not move, so every frame takes its reference's
+    pose (movers and depth noise no longer push the PnP around); with the test off the PnP decides."""
+    sequence = generate_sequence(14, 24, WIDTH, HEIGHT, num_movers=3, fps=30.0, camera_motion="static")
+    oracle = OracleModel(sequence, 112, **BAD_NETWORK, seed=4)
+    pipeline, results = _stream(sequence, _config("flow"), oracle)
+    first = results[0].T_world_cam
+    for result in results[1:]:
+        np.testing.assert_array_equal(result.T_world_cam, first)
+    stats = pipeline.stats
+    assert stats.pose_zero_motion == stats.pose_source_flow == len(results) - 1
+    assert stats.pose_last_source == "flow" and stats.pose_last_fallback == ""
+    off, moved = _stream(sequence, _config("flow", refine_zero_motion_px=0.0), oracle)
+    assert off.stats.pose_zero_motion == 0 and off.stats.pose_source_flow == len(moved) - 1
+    centres = np.stack([r.T_world_cam[:3, 3] for r in moved])
+    assert np.max(np.linalg.norm(centres - centres[0], axis=1)) < 0.01 * np.nanmedian(moved[0].depth)
 
 
 def _with_half_view_mover(sequence: SyntheticSequence) -> SyntheticSequence:
