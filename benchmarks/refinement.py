@@ -5,7 +5,8 @@ the frame before it with its ground-truth depth on the pipeline's output grid (1
 size), as ``StreamingPipeline`` does with ``pose_refinement: flow``. Reported, as the median over frames and
 repeats (sizes interleaved per repeat, so that load from other processes hits all of them alike):
 
-- ``flow+pose``: the two DIS flows of the pose (forward and backward) plus RANSAC PnP and its refinement,
+- ``flow+pose``: the DIS flow of the pose, Lucas-Kanade tracking of its correspondences (forward and back),
+  RANSAC PnP and its refinement,
 - ``mask/baseline``: the flow-residual mask test against one earlier frame (two more flows with the mask
   preset, ``--mask-preset``, and the test with its photometric confirmation),
 - ``frame``: ``flow+pose`` plus ``mask_flow_baselines`` (default 3) mask baselines: the stage per frame.

@@ -44,6 +44,7 @@ RUNTIME_TUNABLES = frozenset(
         "refine_max_flow_fraction",
         "refine_max_rotation_gap_deg",
         "refine_reprojection_px",
+        "refine_zero_motion_px",
         "mask_flow",
         "mask_flow_threshold_px",
         "mask_flow_relative",
@@ -113,6 +114,9 @@ class PipelineConfig:
         refine_max_rotation_gap_deg: a flow pose whose rotation differs more from the network's relative
             rotation is rejected.
         refine_reprojection_px: RANSAC inlier threshold in flow pixels.
+        refine_zero_motion_px: when the median tracked motion of the correspondences is below this (flow
+            pixels), the camera has not moved: the frame takes its reference's pose exactly, so a static
+            camera does not drift (0 disables the test).
         mask_flow: with ``pose_refinement: flow``, add the flow-residual test to the dynamic mask.
         mask_flow_preset: DIS preset of the mask test's flows (``medium``: the faster presets smooth small
             movers away).
@@ -180,6 +184,7 @@ class PipelineConfig:
     refine_max_flow_fraction: float = 0.15
     refine_max_rotation_gap_deg: float = 5.0
     refine_reprojection_px: float = 1.0
+    refine_zero_motion_px: float = 0.05
     mask_flow: bool = True
     mask_flow_preset: str = "medium"
     mask_flow_threshold_px: float = 1.5
@@ -315,6 +320,7 @@ class PipelineConfig:
         real("refine_max_flow_fraction", 0.0, 1.0, low_open=True)
         real("refine_max_rotation_gap_deg", 0.0, 180.0, low_open=True)
         real("refine_reprojection_px", 0.0, 100.0, low_open=True)
+        real("refine_zero_motion_px", 0.0, 10.0)
         if not isinstance(self.mask_flow, bool):
             problems.append(f"mask_flow must be true or false, got {self.mask_flow!r}")
         choice("mask_flow_preset", FLOW_PRESET_NAMES)

@@ -7,12 +7,17 @@ PnP solves the current camera's pose. Scale stays tied to the network's depth (t
 
 Per new frame (:meth:`FlowRefiner.refine_pose`):
 
-1. DIS optical flow (``cv2.DISOpticalFlow``) previous -> current and back, on grey images at
-   ``flow_long_side`` pixels; correspondences are kept on a regular grid where the previous frame is
-   textured (minimum eigenvalue of the structure tensor), has depth away from depth edges, is not flagged
-   dynamic (its published mask or the network's map) and passes the forward-backward check.
+1. DIS optical flow (``cv2.DISOpticalFlow``) previous -> current on grey images at ``flow_long_side``
+   pixels; correspondences are taken on a regular grid where the previous frame is textured (minimum
+   eigenvalue of the structure tensor), has depth away from depth edges and is not flagged dynamic (its
+   published mask or the network's map). The DIS flow seeds pyramidal Lucas-Kanade at full flow resolution
+   (the fast DIS presets stop at a quarter of it), forward and back; points that do not return to where
+   they started are dropped.
 2. ``cv2.solvePnPRansac`` on those, then ``cv2.solvePnPRefineLM`` on the inliers.
-3. Gate ("fusion"): the flow pose wins when the flow is reliable (enough textured correspondences, motion
+3. Zero motion: when the median tracked motion is below ``zero_motion_px`` the camera has not moved and
+   the frame takes the previous frame's pose exactly (counted in ``RefinementStats.zero_motion``; a PnP
+   would let slow movers and depth noise push a static camera around).
+4. Gate ("fusion"): the flow pose wins when the flow is reliable (enough textured correspondences, motion
    below ``refine_max_flow_fraction`` of the image width, at least ``refine_min_inliers`` inliers making
    ``refine_min_inlier_ratio`` of the correspondences, rotation within ``refine_max_rotation_gap_deg`` of
    the network's relative rotation); otherwise the network's relative pose (chained in global units) is used.
@@ -74,15 +79,24 @@ MIN_CONFIRMED = 2
 # Points sampled along the rigid epipolar segment by the photometric confirmation.
 SEGMENT_SAMPLES = 8
 RANSAC_CONFIDENCE = 0.999
+# Lucas-Kanade refinement of the DIS correspondences (``FlowRefiner.track``): window, stopping rule, the
+# forward-backward distance (flow pixels) a tracked point must return within.
+TRACK_WINDOW = (11, 11)
+TRACK_CRITERIA = (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 10, 0.01)
+TRACK_FLAGS = cv2.OPTFLOW_USE_INITIAL_FLOW
+TRACK_LEVELS = 1
+TRACK_FB_PX = 0.5
 
 
 @dataclass
 class RefinementStats:
-    """Which pose source won per frame, and why the network was used when it was."""
+    """Which pose source won per frame, and why the network was used when it was (``reason``; for a
+    flow pose it is empty, or ``zero_motion`` when the camera was found static)."""
 
     frames: int = 0
     flow: int = 0
     network: int = 0
+    zero_motion: int = 0
     last_source: str = ""
     last_reason: str = ""
     last_inliers: int = 0
@@ -94,6 +108,7 @@ class RefinementStats:
         self.frames += 1
         if source == "flow":
             self.flow += 1
+            self.zero_motion += reason == "zero_motion"
         else:
             self.network += 1
             self.fallbacks[reason] = self.fallbacks.get(reason, 0) + 1
@@ -201,6 +216,7 @@ class FlowRefiner:
         mask_flow_preset: the preset of the flow-residual mask test's flows.
         sample_step: correspondence grid spacing in flow pixels.
         min_inliers, min_inlier_ratio, max_flow_fraction, max_rotation_gap_deg, reprojection_px: the gate.
+        zero_motion_px: median tracked motion (flow pixels) below which the camera is static (0: never).
         max_images: grey images kept (the mask history's time span needs them).
     """
 
@@ -215,6 +231,7 @@ class FlowRefiner:
         max_flow_fraction: float = 0.15,
         max_rotation_gap_deg: float = 5.0,
         reprojection_px: float = 1.0,
+        zero_motion_px: float = 0.0,
         max_images: int = 64,
     ) -> None:
         for name, preset in (("flow_preset", flow_preset), ("mask_flow_preset", mask_flow_preset)):
@@ -227,6 +244,7 @@ class FlowRefiner:
         self.max_flow_fraction = float(max_flow_fraction)
         self.max_rotation_gap_deg = float(max_rotation_gap_deg)
         self.reprojection_px = float(reprojection_px)
+        self.zero_motion_px = float(zero_motion_px)
         self.max_images = int(max_images)
         self._dis = cv2.DISOpticalFlow_create(FLOW_PRESETS[flow_preset])
         self._mask_dis = cv2.DISOpticalFlow_create(FLOW_PRESETS[mask_flow_preset])
@@ -298,6 +316,44 @@ class FlowRefiner:
         """K on the flow grid from K on the output grid."""
         return self.grid.output_to_flow @ np.asarray(K_output, dtype=np.float64)
 
+    def track(
+        self,
+        from_stamp: int,
+        to_stamp: int,
+        u: np.ndarray,
+        v: np.ndarray,
+        motion: np.ndarray,
+        selected: np.ndarray,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Sub-pixel positions in ``to_stamp`` of the ``selected`` points (u, v) of ``from_stamp``.
+
+        The DIS flow ``motion`` (coarse: its finest scale is a quarter of the image at the fast presets)
+        seeds pyramidal Lucas-Kanade at full flow resolution, forward and back; a point is tracked when both
+        converge and it returns within ``TRACK_FB_PX`` of where it started. Returns (u, v, tracked).
+        """
+        u_c, v_c = u + motion[:, 0], v + motion[:, 1]
+        tracked = np.zeros(u.shape, dtype=bool)
+        index = np.flatnonzero(selected)
+        if index.size == 0:
+            return u_c, v_c, tracked
+        start = np.stack([u[index], v[index]], axis=1).astype(np.float32).reshape(-1, 1, 2)
+        guess = np.stack([u_c[index], v_c[index]], axis=1).astype(np.float32).reshape(-1, 1, 2)
+        previous, current = self._images[from_stamp], self._images[to_stamp]
+        options = {
+            "winSize": TRACK_WINDOW,
+            "maxLevel": TRACK_LEVELS,
+            "criteria": TRACK_CRITERIA,
+            "flags": TRACK_FLAGS,
+        }
+        ahead, ok_ahead, _ = cv2.calcOpticalFlowPyrLK(previous, current, start, guess.copy(), **options)
+        back, ok_back, _ = cv2.calcOpticalFlowPyrLK(current, previous, ahead, start.copy(), **options)
+        returned = np.linalg.norm((back - start).reshape(-1, 2), axis=1) < TRACK_FB_PX
+        good = ok_ahead.reshape(-1).astype(bool) & ok_back.reshape(-1).astype(bool) & returned
+        ahead = ahead.reshape(-1, 2).astype(np.float64)
+        u_c[index], v_c[index] = ahead[:, 0], ahead[:, 1]
+        tracked[index] = good & np.all(np.isfinite(ahead), axis=1)
+        return u_c, v_c, tracked
+
     def refine_pose(
         self,
         previous_stamp: int,
@@ -331,7 +387,6 @@ class FlowRefiner:
         if not np.any(np.isfinite(depth) & (depth > 0)):
             return decide("network", "no_depth", fallback)
         forward = self.flow(previous_stamp, current_stamp)
-        backward = self.flow(current_stamp, previous_stamp)
         height, width = forward.shape[:2]
         step = self.sample_step
         v_f, u_f = np.mgrid[step // 2 : height : step, step // 2 : width : step]
@@ -351,15 +406,18 @@ class FlowRefiner:
         median_motion = float(np.median(np.linalg.norm(motion[usable], axis=1))) if usable.any() else 0.0
         if median_motion > self.max_flow_fraction * width:
             return decide("network", "large_motion", fallback)
-        u_c, v_c = u_f + motion[:, 0], v_f + motion[:, 1]
-        back = _bilinear(backward, u_c, v_c).astype(np.float64)
-        fb_error = np.hypot(u_c + back[:, 0] - u_f, v_c + back[:, 1] - v_f)
+        candidates = usable & textured
+        u_c, v_c, tracked = self.track(int(previous_stamp), int(current_stamp), u_f, v_f, motion, candidates)
         in_view = (u_c >= 0) & (u_c <= width - 1) & (v_c >= 0) & (v_c <= height - 1)
-        keep = usable & textured & in_view & (fb_error < 1.0 + 0.05 * np.linalg.norm(motion, axis=1))
+        keep = candidates & tracked & in_view
         if np.count_nonzero(keep) < self.min_inliers:
             textured_count = np.count_nonzero(usable & textured)
             reason = "low_texture" if textured_count < self.min_inliers else "few_inliers"
             return decide("network", reason, fallback)
+        moved = np.hypot(u_c[keep] - u_f[keep], v_c[keep] - v_f[keep])
+        if self.zero_motion_px > 0 and np.median(moved) < self.zero_motion_px:
+            still = int(np.count_nonzero(moved < self.zero_motion_px))
+            return decide("flow", "zero_motion", T_world_previous.copy(), still, still / moved.size)
         K_flow = self.flow_intrinsics(K_output)
         rays = np.linalg.inv(K_output) @ np.stack([u_o[keep], v_o[keep], np.ones(np.count_nonzero(keep))])
         points = (rays * d[keep]).T.astype(np.float64)

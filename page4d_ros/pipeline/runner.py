@@ -81,7 +81,8 @@ class PipelineStats:
     Pose sources (``pose_refinement: flow``): ``pose_source_flow`` / ``pose_source_network`` count the new
     frames whose published pose came from flow + PnP or from the network (fallback); ``pose_last_source``,
     ``pose_last_fallback`` (why the network was used: ``refinement.FALLBACK_REASONS``) and
-    ``pose_last_inliers`` describe the last frame. ``mask_flow_discarded`` counts frames whose flow-residual
+    ``pose_last_inliers`` describe the last frame; ``pose_zero_motion`` counts the flow poses of a camera
+    found static (``refine_zero_motion_px``). ``mask_flow_discarded`` counts frames whose flow-residual
     decision was discarded (more than ``mask_flow_max_fraction`` of its tested pixels dynamic).
     """
 
@@ -110,6 +111,7 @@ class PipelineStats:
     pose_last_source: str = ""
     pose_last_fallback: str = ""
     pose_last_inliers: int = 0
+    pose_zero_motion: int = 0
     mask_flow_discarded: int = 0
     last_reset_reason: str = ""
     warnings: list[str] = field(default_factory=list)
@@ -251,6 +253,7 @@ class StreamingPipeline:
             self._refiner.max_flow_fraction = cfg.refine_max_flow_fraction
             self._refiner.max_rotation_gap_deg = cfg.refine_max_rotation_gap_deg
             self._refiner.reprojection_px = cfg.refine_reprojection_px
+            self._refiner.zero_motion_px = cfg.refine_zero_motion_px
 
     def _make_refiner(self) -> FlowRefiner | None:
         """The flow refiner of ``pose_refinement: flow`` (None for ``none``)."""
@@ -266,6 +269,7 @@ class StreamingPipeline:
             max_flow_fraction=cfg.refine_max_flow_fraction,
             max_rotation_gap_deg=cfg.refine_max_rotation_gap_deg,
             reprojection_px=cfg.refine_reprojection_px,
+            zero_motion_px=cfg.refine_zero_motion_px,
             max_images=max(cfg.buffer_max_frames, 2 * cfg.window_size) + MASK_HISTORY_MAX_OLDER,
         )
 
@@ -544,7 +548,9 @@ class StreamingPipeline:
                 )
                 if estimate.source == "flow" or attempt == len(references) - 1:
                     if attempt < len(references) - 1:
-                        refiner.stats.record(estimate.source, "", estimate.inliers, estimate.inlier_ratio)
+                        refiner.stats.record(
+                            estimate.source, estimate.reason, estimate.inliers, estimate.inlier_ratio
+                        )
                     refined[i] = estimate.T_world_cam
                     break
             if cfg.mask_flow:
@@ -560,7 +566,9 @@ class StreamingPipeline:
                         flow_masks[i] = mask
         stats, counts = self.stats, refiner.stats
         stats.pose_source_flow, stats.pose_source_network = counts.flow, counts.network
-        stats.pose_last_source, stats.pose_last_fallback = counts.last_source, counts.last_reason
+        stats.pose_last_source = counts.last_source
+        stats.pose_last_fallback = counts.last_reason if counts.last_source == "network" else ""
+        stats.pose_zero_motion = counts.zero_motion
         stats.pose_last_inliers = counts.last_inliers
         return refined, flow_masks
 

@@ -347,6 +347,8 @@ _PIPELINE_DESCRIPTIONS: dict[str, str] = {
     "refine_max_flow_fraction": "Median flow (fraction of image width) above which the network pose is used.",
     "refine_max_rotation_gap_deg": "Largest rotation gap (degrees) between flow and network poses.",
     "refine_reprojection_px": "RANSAC PnP inlier threshold in flow pixels.",
+    "refine_zero_motion_px": "Median tracked motion (flow pixels) below which the camera counts as static "
+    "and keeps its reference's pose (0 disables).",
     "mask_flow": "With pose_refinement flow, add the flow-residual test to the dynamic mask.",
     "mask_flow_preset": "DIS optical-flow preset of the mask test: ultrafast, fast or medium (fixed after "
     "configure).",
@@ -399,6 +401,7 @@ _PIPELINE_RANGES: dict[str, Range] = {
     "mask_compare_frames": Range(1, 32),
     "mask_photometric_tolerance": Range(0.0, 1.0),
     "mask_history_s": Range(0.0, 10.0),
+    "refine_zero_motion_px": Range(0.0, 10.0),
     "points_stride": Range(1, 64),
     "scale_factor": Range(0.0, low_open=True),
     "camera_height_m": Range(0.0),
