@@ -80,12 +80,14 @@ MIN_CONFIRMED = 2
 SEGMENT_SAMPLES = 8
 RANSAC_CONFIDENCE = 0.999
 # Lucas-Kanade refinement of the DIS correspondences (``FlowRefiner.track``): window, stopping rule, the
-# forward-backward distance (flow pixels) a tracked point must return within.
+# forward-backward distance (flow pixels) a tracked point must return within, and at most this many points
+# (evenly spread over the candidates; the tracking is most of the pose's cost).
 TRACK_WINDOW = (11, 11)
 TRACK_CRITERIA = (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 10, 0.01)
 TRACK_FLAGS = cv2.OPTFLOW_USE_INITIAL_FLOW
 TRACK_LEVELS = 1
 TRACK_FB_PX = 0.5
+TRACK_MAX_POINTS = 600
 
 
 @dataclass
@@ -333,11 +335,14 @@ class FlowRefiner:
 
         The DIS flow ``motion`` (coarse: its finest scale is a quarter of the image at the fast presets)
         seeds pyramidal Lucas-Kanade at full flow resolution, forward and back; a point is tracked when both
-        converge and it returns within ``TRACK_FB_PX`` of where it started. Returns (u, v, tracked).
+        converge and it returns within ``TRACK_FB_PX`` of where it started; at most ``TRACK_MAX_POINTS`` of
+        them are tracked. Returns (u, v, tracked).
         """
         u_c, v_c = u + motion[:, 0], v + motion[:, 1]
         tracked = np.zeros(u.shape, dtype=bool)
         index = np.flatnonzero(selected)
+        if index.size > TRACK_MAX_POINTS:
+            index = index[np.linspace(0, index.size - 1, TRACK_MAX_POINTS).astype(np.int64)]
         if index.size == 0:
             return u_c, v_c, tracked
         start = np.stack([u[index], v[index]], axis=1).astype(np.float32).reshape(-1, 1, 2)
