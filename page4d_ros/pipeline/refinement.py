@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import cv2
@@ -74,6 +75,10 @@ FALLBACK_REASONS = (
 MIN_TEXTURE_EIGENVALUE = 1e-4
 DEPTH_EDGE_RATIO = 1.15
 RANSAC_ITERATIONS = 100
+# The mask test's flows run on this many threads, each with its own DIS instance: DIS's variational refinement
+# is serial (a medium flow at 320x240 took 11.1 ms on one OpenCV thread, 10.7 ms on two) and OpenCV releases
+# the GIL, so a second core computes the other flows meanwhile.
+MASK_FLOW_THREADS = 2
 # Confirmed pixels a connected moved region needs to be kept (one pixel alone is noise).
 MIN_CONFIRMED = 2
 # Points sampled along the rigid epipolar segment by the photometric confirmation.
@@ -253,7 +258,10 @@ class FlowRefiner:
         self.zero_motion_px = float(zero_motion_px)
         self.max_images = int(max_images)
         self._dis = cv2.DISOpticalFlow_create(FLOW_PRESETS[flow_preset])
-        self._mask_dis = cv2.DISOpticalFlow_create(FLOW_PRESETS[mask_flow_preset])
+        self._mask_dis = [
+            cv2.DISOpticalFlow_create(FLOW_PRESETS[mask_flow_preset]) for _ in range(MASK_FLOW_THREADS)
+        ]
+        self._mask_pool = ThreadPoolExecutor(MASK_FLOW_THREADS, thread_name_prefix="page4d_flow")
         self._images: OrderedDict[int, np.ndarray] = OrderedDict()
         self._texture: dict[int, np.ndarray] = {}
         self._grey_ranges: dict[int, tuple[np.ndarray, np.ndarray]] = {}
@@ -294,12 +302,36 @@ class FlowRefiner:
         key = (int(from_stamp), int(to_stamp), bool(for_masks))
         cached = self._flows.get(key)
         if cached is None:
-            dis = self._mask_dis if for_masks else self._dis
-            cached = dis.calc(self._images[key[0]], self._images[key[1]], None)
-            self._flows[key] = cached
-            while len(self._flows) > 4 * self.max_images:
-                self._flows.popitem(last=False)
+            dis = self._mask_dis[0] if for_masks else self._dis
+            cached = self._store_flow(key, dis.calc(self._images[key[0]], self._images[key[1]], None))
         return cached
+
+    def _store_flow(self, key: tuple[int, int, bool], flow: np.ndarray) -> np.ndarray:
+        self._flows[key] = flow
+        while len(self._flows) > 4 * self.max_images:
+            self._flows.popitem(last=False)
+        return flow
+
+    def _prefetch_mask_flows(self, pairs: list[tuple[int, int]]) -> None:
+        """Compute the mask-preset flows of ``pairs`` (from, to) not cached yet, spread over the threads."""
+        missing = list(
+            dict.fromkeys(
+                (int(a), int(b), True) for a, b in pairs if (int(a), int(b), True) not in self._flows
+            )
+        )
+        if len(missing) < 2:
+            return
+
+        def run(share: list[tuple[int, int, bool]], dis: cv2.DISOpticalFlow) -> list[np.ndarray]:
+            return [dis.calc(self._images[a], self._images[b], None) for a, b, _ in share]
+
+        shares = [missing[i::MASK_FLOW_THREADS] for i in range(MASK_FLOW_THREADS)]
+        futures = [
+            self._mask_pool.submit(run, share, dis) for share, dis in zip(shares, self._mask_dis) if share
+        ]
+        for share, future in zip([share for share in shares if share], futures):
+            for key, flow in zip(share, future.result()):
+                self._store_flow(key, flow)
 
     def _textured(self, stamp_ns: int) -> np.ndarray:
         texture = self._texture.get(stamp_ns)
@@ -531,6 +563,9 @@ class FlowRefiner:
         votes = np.zeros(height * width, dtype=np.int32)
         confirmations = np.zeros_like(votes)
         tested = np.zeros_like(votes)
+        self._prefetch_mask_flows(
+            [pair for other, _ in others for pair in ((stamp_ns, other), (other, stamp_ns))]
+        )
         for other_stamp, T_world_other in others:
             forward = self.flow(stamp_ns, other_stamp, for_masks=True)
             backward = self.flow(other_stamp, stamp_ns, for_masks=True)

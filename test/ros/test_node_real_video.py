@@ -67,8 +67,10 @@ def test_davis_jpeg_stream_gives_every_output_with_predicted_intrinsics(
     assert probe.diagnostic_values("page4d: tracking")["intrinsics_source"] == "predicted"
     assert node.poll() is None
 
-    # The shipped model learnt motion on synthetic scenes only: its mask on this real video is reported, not
-    # asserted (MODEL_CARD.md, "Limits").
+    # The shipped model learnt motion on synthetic scenes only; the default flow-residual masks find the car
+    # (measured IoU 0.271; the network's map alone scores about 0.1, MODEL_CARD.md, "Limits").
     masks = np.stack([np.frombuffer(m.data, np.uint8).reshape(height, width) > 0 for m in mask_images])
     truth = np.stack([resample_mask(mask, height, width) for mask in video.dynamic_mask])
-    print(f"DAVIS car-shadow through the node: mask IoU {mask_metrics(masks, truth)['iou']:.3f}")
+    iou = mask_metrics(masks, truth)["iou"]
+    print(f"DAVIS car-shadow through the node: mask IoU {iou:.3f}")
+    assert iou > 0.18, f"DAVIS car-shadow mask IoU {iou:.3f} through the node"
