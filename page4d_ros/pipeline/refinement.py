@@ -314,11 +314,8 @@ class FlowRefiner:
 
     def _prefetch_mask_flows(self, pairs: list[tuple[int, int]]) -> None:
         """Compute the mask-preset flows of ``pairs`` (from, to) not cached yet, spread over the threads."""
-        missing = list(
-            dict.fromkeys(
-                (int(a), int(b), True) for a, b in pairs if (int(a), int(b), True) not in self._flows
-            )
-        )
+        keys = dict.fromkeys((int(a), int(b), True) for a, b in pairs)
+        missing = [key for key in keys if key not in self._flows]
         if len(missing) < 2:
             return
 
@@ -326,11 +323,8 @@ class FlowRefiner:
             return [dis.calc(self._images[a], self._images[b], None) for a, b, _ in share]
 
         shares = [missing[i::MASK_FLOW_THREADS] for i in range(MASK_FLOW_THREADS)]
-        futures = [
-            self._mask_pool.submit(run, share, dis) for share, dis in zip(shares, self._mask_dis) if share
-        ]
-        for share, future in zip([share for share in shares if share], futures):
-            for key, flow in zip(share, future.result()):
+        for share, flows in zip(shares, self._mask_pool.map(run, shares, self._mask_dis)):
+            for key, flow in zip(share, flows):
                 self._store_flow(key, flow)
 
     def _textured(self, stamp_ns: int) -> np.ndarray:
