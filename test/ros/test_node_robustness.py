@@ -233,7 +233,7 @@ def test_compressed_input_and_metric_scale_enable_tf(
 
     seq, h = synthetic_sequence, ros_helpers
     # require_metric_for_tf is on (opted in): a fixed scale makes the outputs metric, so TF flows.
-    # Reliable input: every one of the six frames is needed, and best effort drops some on a loaded CI machine.
+    # Reliable input: all six frames are needed, and best effort drops some on a loaded CI machine.
     node = start_node(
         h.fast_node_parameters(
             tiny_checkpoint,
