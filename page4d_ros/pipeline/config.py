@@ -55,6 +55,7 @@ RUNTIME_TUNABLES = frozenset(
         "mask_flow_depth_tolerance",
         "mask_flow_confirm_grey",
         "mask_flow_grow_px",
+        "mask_flow_sky_depth_ratio",
         "points_stride",
         "scale_factor",
         "camera_height_m",
@@ -136,6 +137,9 @@ class PipelineConfig:
             value is found along its rigid epipolar segment fits the static hypothesis (0: no confirmation).
         mask_flow_grow_px: the decision grows from confirmed pixels through moved ones this many output
             pixels; moved regions without confirmed pixels (textureless sky, wrong depth) are dropped.
+        mask_flow_sky_depth_ratio: textureless pixels farther than this many times the frame's median depth
+            (a sky the network gives a finite depth) are not tested: DIS fills them with its neighbours'
+            flow, and growth through them reached from the horizon (0: test them).
         points_stride: keep every n-th pixel (both directions) in the point cloud.
         scale_source: ``none``, ``fixed``, ``odometry``, ``depth`` or ``camera_height`` (see ``scale``).
         scale_factor: output units per model unit of the first window for ``fixed``.
@@ -196,6 +200,7 @@ class PipelineConfig:
     mask_flow_depth_tolerance: float = 0.5
     mask_flow_confirm_grey: float = 4.0
     mask_flow_grow_px: int = 4
+    mask_flow_sky_depth_ratio: float = 3.0
     points_stride: int = 2
     scale_source: str = "none"
     scale_factor: float = 1.0
@@ -333,6 +338,7 @@ class PipelineConfig:
         real("mask_flow_depth_tolerance", 0.0, 10.0)
         real("mask_flow_confirm_grey", 0.0, 255.0)
         integer("mask_flow_grow_px", 0, 64)
+        real("mask_flow_sky_depth_ratio", 0.0, 1000.0)
         integer("points_stride", 1, 64)
         choice("scale_source", SCALE_SOURCES)
         real("scale_factor", 0.0, low_open=True)

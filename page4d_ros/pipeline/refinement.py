@@ -39,7 +39,10 @@ is found nowhere along its rigid epipolar segment in the other image (within ``c
 3x3 range there). Confirmed pixels are reliable but sparse (a mover's uniform interior matches itself), so the
 decision grows from them (hysteresis): the moved pixels reachable from confirmed ones within ``grow_px``
 output pixels, in regions holding at least ``MIN_CONFIRMED`` confirmed pixels. A uniform sky region that
-"moved" holds no confirmed pixel and is dropped; a mover keeps its full extent.
+"moved" holds no confirmed pixel and is dropped; a mover keeps its full extent. The growth would still reach
+into such a region from confirmed pixels at its border (the horizon), so textureless pixels farther than
+``sky_depth_ratio`` times the frame's median depth (the sky at the finite depth the network gives it) are not
+tested at all.
 """
 
 from __future__ import annotations
@@ -141,7 +144,8 @@ class FlowMaskSettings:
     ``threshold_px`` + ``relative_threshold`` x rigid flow length: residual (flow pixels) above which a
     baseline says "moved"; ``min_votes`` baselines must (and half of those tested); ``depth_tolerance`` widens
     the 3x3 depth range by that fraction; ``confirm_grey`` grey levels of the photometric confirmation (0: no
-    confirmation, the moved pixels are the decision); ``grow_px`` reach of the growth from confirmed pixels.
+    confirmation, the moved pixels are the decision); ``grow_px`` reach of the growth from confirmed pixels;
+    textureless pixels farther than ``sky_depth_ratio`` x the median depth are not tested (0: they are).
     """
 
     threshold_px: float = 1.5
@@ -150,6 +154,7 @@ class FlowMaskSettings:
     depth_tolerance: float = 0.5
     confirm_grey: float = 4.0
     grow_px: int = 4
+    sky_depth_ratio: float = 3.0
 
 
 @dataclass(frozen=True)
@@ -550,6 +555,13 @@ class FlowRefiner:
         u_o, v_o = u_o.reshape(-1).astype(np.float64), v_o.reshape(-1).astype(np.float64)
         valid = np.isfinite(low.reshape(-1)) & (low.reshape(-1) > 0)
         u_f, v_f = self._output_to_flow(u_o, v_o)
+        if settings.sky_depth_ratio > 0 and valid.any():
+            # A textureless far region (the sky at the network's finite depth) carries DIS's fill-in flow,
+            # not a measurement: untested, so no verdict there and no growth into it from the horizon.
+            far = low.reshape(-1) > settings.sky_depth_ratio * np.median(low.reshape(-1)[valid])
+            rows = np.clip(np.rint(v_f), 0, self.grid.height - 1).astype(int)
+            cols = np.clip(np.rint(u_f), 0, self.grid.width - 1).astype(int)
+            valid &= ~(far & ~self._textured(int(stamp_ns))[rows, cols])
         rays = (np.linalg.inv(K_output) @ np.stack([u_o, v_o, np.ones_like(u_o)])).T
         K_flow = self.flow_intrinsics(K_output)
         flow_w, flow_h = self.grid.width, self.grid.height

@@ -616,6 +616,7 @@ class StreamingPipeline:
                 cfg.mask_flow_depth_tolerance,
                 cfg.mask_flow_confirm_grey,
                 cfg.mask_flow_grow_px,
+                cfg.mask_flow_sky_depth_ratio,
             ),
         )
         if result is not None and result[0].sum() > cfg.mask_flow_max_fraction * max(int(result[1].sum()), 1):

@@ -364,6 +364,8 @@ _PIPELINE_DESCRIPTIONS: dict[str, str] = {
     "mask_flow_confirm_grey": "Grey levels within which a moved pixel still fits the static hypothesis "
     "photometrically (0: no photometric confirmation).",
     "mask_flow_grow_px": "Growth in output pixels of the decision from photometrically confirmed pixels.",
+    "mask_flow_sky_depth_ratio": "Textureless pixels farther than this many times the frame's median depth "
+    "(a sky at a finite predicted depth) are left untested (0: tested).",
     "points_stride": "Pixel stride of the published cloud.",
     "scale_source": "none, fixed (scale_factor), odometry (odom topic), depth (metric_depth topic), "
     "camera_height.",
@@ -416,6 +418,7 @@ _PIPELINE_RANGES: dict[str, Range] = {
     "mask_flow_depth_tolerance": Range(0.0, 10.0),
     "mask_flow_confirm_grey": Range(0.0, 255.0),
     "mask_flow_grow_px": Range(0, 64),
+    "mask_flow_sky_depth_ratio": Range(0.0, 1000.0),
 }
 """Ranges of the pipeline parameters: those of ``PipelineConfig.validate`` (a test checks that they agree),
 with a finite upper bound for integers where it has none (ROS integer ranges need one). ``model_long_side``
