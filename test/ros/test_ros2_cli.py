@@ -97,14 +97,16 @@ def param(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
     return ros2(env, "param", *args, "--no-daemon", "--timeout", "15")
 
 
-def lifecycle(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
+def lifecycle(env: dict[str, str], *args: str, timeout: float = 30.0) -> subprocess.CompletedProcess:
     """``ros2 lifecycle ARGS`` without the daemon; asked again (3 tries) while it has not discovered the node.
 
     ``ros2 lifecycle`` has no discovery timeout, only a fixed ``--spin-time``, which a busy machine can miss;
-    "Node not found" means nothing was sent, so asking again is safe.
+    "Node not found" means nothing was sent, so asking again is safe. It has no response timeout either: a
+    request or response lost while its fresh DDS participant is still matching leaves it waiting forever,
+    hence the ``timeout`` (``subprocess.TimeoutExpired``).
     """
     for _ in range(3):
-        result = ros2(env, "lifecycle", *args, "--no-daemon", "--spin-time", "2")
+        result = ros2(env, "lifecycle", *args, "--no-daemon", "--spin-time", "2", timeout=timeout)
         if "Node not found" not in result.stdout + result.stderr:
             break
     return result
@@ -184,19 +186,26 @@ def wait_for_lifecycle_state(
     pytest.fail(f"node not '{state}' (last answer {answer!r}); launch log:\n{launched.log()[-4000:]}")
 
 
-def change_state(env: dict[str, str], launched: Launched, transition: str, reached: str) -> None:
-    """``ros2 lifecycle set NODE transition``, then wait until ``ros2 lifecycle get`` reports ``reached``.
+def change_state(
+    env: dict[str, str], launched: Launched, transition: str, reached: str, timeout: float = 300.0
+) -> None:
+    """``ros2 lifecycle set NODE transition`` until ``ros2 lifecycle get`` reports ``reached``.
 
-    On a loaded machine the CLI itself can take minutes to start and discover the node; a call that timed
-    out may still have been delivered, so success is judged by the state the node reports.
+    A ``set`` that timed out may have lost its request (the node never logs the transition) or only the
+    response (the node made it): success is judged by the state the node reports, and the ``set`` is sent
+    again while the node is not there yet. Measured in two CI runs: ``set configure`` after ``cleanup`` waited
+    past 120 s twice in a row, once with the node configured and once without.
     """
-    try:
-        result = lifecycle(env, "set", NODE, transition)
-        assert "Transitioning failed" not in result.stdout + result.stderr, result.stdout + result.stderr
-    except subprocess.TimeoutExpired:
-        if not wait_for_lifecycle_state(env, launched, reached, timeout=60, fail=False):
-            lifecycle(env, "set", NODE, transition)
-    wait_for_lifecycle_state(env, launched, reached, timeout=180)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and launched.process.poll() is None:
+        try:
+            result = lifecycle(env, "set", NODE, transition, timeout=45)
+            assert "Transitioning failed" not in result.stdout + result.stderr, result.stdout + result.stderr
+        except subprocess.TimeoutExpired:
+            pass
+        if wait_for_lifecycle_state(env, launched, reached, timeout=20, fail=False):
+            return
+    wait_for_lifecycle_state(env, launched, reached, timeout=1)
 
 
 def stream_images(stop: threading.Event, context: Any, ros_helpers: Any, sequence: Any) -> None:
