@@ -134,7 +134,8 @@ class PipelineConfig:
         mask_flow_depth_tolerance: the rigid flow's depth range (3x3 minimum and maximum) widened by this
             fraction: motion along the epipolar line within the depth's uncertainty is not dynamic.
         mask_flow_confirm_grey: grey levels (0-255) of the photometric confirmation: a moved pixel whose grey
-            value is found along its rigid epipolar segment fits the static hypothesis (0: no confirmation).
+            value is found along its rigid epipolar segment fits the static hypothesis; a pixel whose flow
+            is inconsistent in every baseline is judged by this test alone (0: no confirmation).
         mask_flow_grow_px: the decision grows from confirmed pixels through moved ones this many output
             pixels; moved regions without confirmed pixels (textureless sky, wrong depth) are dropped.
         mask_flow_sky_depth_ratio: textureless pixels farther than this many times the frame's median depth

@@ -362,7 +362,7 @@ _PIPELINE_DESCRIPTIONS: dict[str, str] = {
     "dynamic is not explained by its pose and depth: the network map decides there instead.",
     "mask_flow_depth_tolerance": "Widening (fraction) of the depth range the rigid flow may come from.",
     "mask_flow_confirm_grey": "Grey levels within which a moved pixel still fits the static hypothesis "
-    "photometrically (0: no photometric confirmation).",
+    "photometrically; it alone judges pixels whose flow is inconsistent (0: no photometric test).",
     "mask_flow_grow_px": "Growth in output pixels of the decision from photometrically confirmed pixels.",
     "mask_flow_sky_depth_ratio": "Textureless pixels farther than this many times the frame's median depth "
     "(a sky at a finite predicted depth) are left untested (0: tested).",
