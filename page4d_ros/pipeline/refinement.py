@@ -89,8 +89,9 @@ MASK_FLOW_THREADS = 2
 # streams (seed 900000), mask IoU with 2 / 4 / 8: 0.535 / 0.539 / 0.546 at 10 fps, 0.558 / 0.557 / 0.558 at
 # 30 fps; 8 dropped small movers on held-out streams (handheld-outdoor 30 fps 0.399 / 0.396 / 0.386).
 MIN_CONFIRMED = 4
-# Points sampled along the rigid epipolar segment by the photometric confirmation: at least the first, and
-# at most SEGMENT_SPACING_PX apart (the 3x3 range at each covers its neighbours) up to the last.
+# Points sampled along the rigid epipolar segment by the photometric confirmation: at least SEGMENT_SAMPLES,
+# more on long segments so that they lie at most SEGMENT_SPACING_PX apart (the 3x3 range at each covers its
+# neighbours), up to SEGMENT_MAX_SAMPLES.
 SEGMENT_SAMPLES = 8
 SEGMENT_SPACING_PX = 2.0
 SEGMENT_MAX_SAMPLES = 64
@@ -627,7 +628,8 @@ class FlowRefiner:
                 # or an occlusion) but still points off the rigid segment, the photometric test judges, with
                 # the whole segment in view. Inconsistent flow that stays on the segment (the near ground
                 # of a walking camera at 10 fps) is left untested: judged photometrically it flagged that
-                # ground, and the masks then led the pose astray (96-frame walk-outdoor IoU 0.42 -> 0.14).
+                # ground, and the masks then led the pose astray (96-frame walk-outdoor IoU 0.14 without
+                # this condition, 0.42 with it).
                 segment_in_view = (np.minimum(ua, ub) >= 0) & (np.maximum(ua, ub) <= flow_w - 1)
                 segment_in_view &= (np.minimum(va, vb) >= 0) & (np.maximum(va, vb) <= flow_h - 1)
                 probed = valid & ~consistent & off_segment & segment_in_view & front_a & front_b
