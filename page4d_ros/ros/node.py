@@ -78,7 +78,7 @@ WORKER_JOIN_TIMEOUT_S = 30.0
 """How long deactivate waits for the worker to finish its window (activation is refused while it runs)."""
 TRAJECTORY_MAX_POSES = 100_000
 """Poses kept for the TUM file of ``~/save`` (about 25 MB at most)."""
-CAMERA_INFO_WAIT_S = 0.2
+CAMERA_INFO_WAIT_S = 0.5
 """In camera_info_mode synchronized, how long after its image a CameraInfo may arrive and still pair."""
 TF2_ODOMETRY_WAIT_S = 0.1
 """tf_mode map: how long the worker waits for the robot's odometry at a frame stamp it does not have yet."""
@@ -701,6 +701,7 @@ class Page4dNode(LifecycleNode):
             slop=settings["camera_info_slop_s"],
         )
         self._camera_info_sync.registerCallback(self._guarded_pair(self._on_synchronized_camera_info))
+        self._camera_infos.synchronizer = True
         return [info_filter.sub]
 
     def _guarded_pair(self, callback: Callable[[Any, Any], None]) -> Callable[[Any, Any], None]:

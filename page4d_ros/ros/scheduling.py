@@ -102,7 +102,11 @@ class CameraInfoCache:
     node records the pairs of ``message_filters.ApproximateTimeSynchronizer`` there when it is installed),
     else the info of the image's frame id whose stamp is nearest, if within ``slop_ns``. Pairing happens
     when the worker takes the frame (:meth:`wait_lookup`), so an info that arrives after its image (an
-    image_transport CameraPublisher publishes the image first) still pairs.
+    image_transport CameraPublisher publishes the image first) still pairs. The wait ends early when no info
+    can pair any more: one newer than the image (beyond the slop) arrived, none of the image's frame id ever
+    did, or a wait for this frame id ran out and no info as new as that image has arrived since (an info
+    stream slower than the images must not hold every frame back). Set ``synchronizer`` when a synchroniser
+    records pairs whatever the infos' frame id.
     """
 
     def __init__(self, mode: str = "latest", slop_ns: int = 10_000_000, history: int = 32) -> None:
@@ -114,6 +118,9 @@ class CameraInfoCache:
         self._condition = threading.Condition()
         self._by_frame: dict[str, tuple[list[int], list[CameraCalibration]]] = {}
         self._paired: OrderedDict[tuple[str, int], CameraCalibration] = OrderedDict()
+        self._newest_stamp_ns: int | None = None
+        self._wait_ran_out: dict[str, int] = {}
+        self.synchronizer = False
         self.received = 0
 
     def add(self, frame_id: str, stamp_ns: int, calibration: CameraCalibration) -> None:
@@ -127,6 +134,16 @@ class CameraInfoCache:
                 del stamps[0]
                 del calibrations[0]
             self.received += 1
+            if self._newest_stamp_ns is None or stamp_ns > self._newest_stamp_ns:
+                self._newest_stamp_ns = stamp_ns
+            caught_up = [
+                image_frame_id
+                for image_frame_id, image_stamp_ns in self._wait_ran_out.items()
+                if (self.synchronizer or image_frame_id == frame_id)
+                and stamp_ns >= image_stamp_ns - self.slop_ns
+            ]
+            for image_frame_id in caught_up:
+                del self._wait_ran_out[image_frame_id]
             self._condition.notify_all()
 
     def pair(self, image_frame_id: str, image_stamp_ns: int, calibration: CameraCalibration) -> None:
@@ -153,14 +170,30 @@ class CameraInfoCache:
             return self._lookup_locked(frame_id, stamp_ns)
 
     def wait_lookup(self, frame_id: str, stamp_ns: int, deadline_s: float) -> CameraCalibration | None:
-        """:meth:`lookup`, waiting until ``deadline_s`` (``time.monotonic()``) for an info on its way."""
+        """:meth:`lookup`, waiting until ``deadline_s`` (``time.monotonic()``) while its info may come."""
         with self._condition:
             while True:
                 found = self._lookup_locked(frame_id, stamp_ns)
-                remaining = deadline_s - time.monotonic()
-                if found is not None or remaining <= 0:
+                if found is not None:
                     return found
+                if not self._may_still_pair_locked(frame_id, stamp_ns):
+                    return None
+                remaining = deadline_s - time.monotonic()
+                if remaining <= 0:
+                    self._wait_ran_out[frame_id] = int(stamp_ns)
+                    return None
                 self._condition.wait(remaining)
+
+    def _may_still_pair_locked(self, frame_id: str, stamp_ns: int) -> bool:
+        """Whether an info that pairs with this image can still arrive (infos arrive in stamp order)."""
+        if self.mode != "synchronized" or frame_id in self._wait_ran_out:
+            return False
+        if self.synchronizer:
+            newest = self._newest_stamp_ns
+        else:
+            entry = self._by_frame.get(frame_id)
+            newest = entry[0][-1] if entry else None
+        return newest is not None and newest <= stamp_ns + self.slop_ns
 
     def _lookup_locked(self, frame_id: str, stamp_ns: int) -> CameraCalibration | None:
         if self.mode == "synchronized":

@@ -117,6 +117,46 @@ def test_synchronized_info_arriving_after_its_image_pairs():
     assert cache.lookup("other_optical", 7) is paired
 
 
+def test_synchronized_wait_ends_as_soon_as_no_info_can_pair():
+    import time
+
+    calibration = CameraCalibration(P_FULL[:, :3], 640, 480)
+    cache = CameraInfoCache("synchronized", slop_ns=5_000_000)
+    cache.add("cam", 2_000_000_000, calibration)
+
+    def timed_lookup(frame_id: str, stamp_ns: int, wait_s: float = 2.0) -> tuple[object, float]:
+        started = time.monotonic()
+        found = cache.wait_lookup(frame_id, stamp_ns, started + wait_s)
+        return found, time.monotonic() - started
+
+    # An info newer than the image (beyond the slop) arrived: infos come in stamp order, none can pair.
+    found, waited = timed_lookup("cam", 1_000_000_000)
+    assert found is None and waited < 0.5
+    # No info of the image's frame id ever arrived (and no synchroniser pairs across frame ids).
+    found, waited = timed_lookup("other_optical", 2_000_000_000)
+    assert found is None and waited < 0.5
+    # A wait that runs out (the info stream lags) is not repeated for the next images of that frame id ...
+    found, waited = timed_lookup("cam", 3_000_000_000, wait_s=0.3)
+    assert found is None and waited >= 0.3
+    found, waited = timed_lookup("cam", 3_100_000_000)
+    assert found is None and waited < 0.5
+    # ... until an info as new as the image that ran out arrives: then a late info is waited for again.
+    cache.add("cam", 3_000_000_000, calibration)
+    timer = threading.Timer(0.1, cache.add, args=("cam", 3_200_000_000, calibration))
+    timer.start()
+    found, waited = timed_lookup("cam", 3_200_000_000)
+    timer.join()
+    assert found is calibration and 0.05 < waited < 1.5
+    # With a synchroniser, a pair recorded after the wait began pairs whatever the infos' frame id.
+    cache.synchronizer = True
+    paired = CameraCalibration(P_FULL[:, :3] * [[2], [2], [1]], 1280, 960)
+    timer = threading.Timer(0.1, cache.pair, args=("other_optical", 3_250_000_000, paired))
+    timer.start()
+    found, waited = timed_lookup("other_optical", 3_250_000_000)
+    timer.join()
+    assert found is paired and waited < 1.5
+
+
 def rigid(rotvec, translation) -> np.ndarray:
     T = np.eye(4)
     T[:3, :3] = Rotation.from_rotvec(rotvec).as_matrix()
