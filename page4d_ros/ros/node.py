@@ -647,7 +647,8 @@ class Page4dNode(LifecycleNode):
         settings = self._settings
         assert settings is not None
         frame, infos = item.frame, self._camera_infos
-        if infos.mode == "synchronized" and infos.has_any():
+        had_infos = infos.has_any()  # read once: an info arriving meanwhile was not waited for, not unpaired
+        if infos.mode == "synchronized" and had_infos:
             calibration = infos.wait_lookup(
                 frame.frame_id, frame.stamp_ns, item.received_s + CAMERA_INFO_WAIT_S
             )
@@ -661,7 +662,7 @@ class Page4dNode(LifecycleNode):
                 f"binning) but the image is {width}x{height}; publish the CameraInfo of this image",
             )
             calibration = None
-        elif calibration is None and infos.has_any():
+        elif calibration is None and had_infos:
             self._problems.report(
                 "camera_info_unpaired", infos.explain_missing(frame.frame_id, frame.stamp_ns)
             )
