@@ -53,3 +53,29 @@ def test_two_late_participants_discover_each_other():
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.strip() == "received", result.stdout + result.stderr[-2000:]
+
+
+SERVICE_CALL = """
+import rclpy
+from std_srvs.srv import Trigger
+
+rclpy.init()
+node = rclpy.create_node("profile_check")
+node.create_service(Trigger, "/page4d_profile_check", lambda request, response: Trigger.Response(success=True))
+client = node.create_client(Trigger, "/page4d_profile_check")
+assert client.wait_for_service(timeout_sec=10.0)
+future = client.call_async(Trigger.Request())
+rclpy.spin_until_future_complete(node, future, timeout_sec=10.0)
+print("answered" if future.done() and future.result().success else "no answer", flush=True)
+"""
+"""A service and its client in one process: the reply writer takes the profile's "service" settings."""
+
+
+def test_the_profile_loads_without_errors_and_services_answer():
+    """Fast DDS parses the whole shipped profile (a bad element drops the file with only a log line)."""
+    result = subprocess.run(
+        [sys.executable, "-c", SERVICE_CALL], capture_output=True, text=True, timeout=60
+    )
+    output = result.stdout + result.stderr
+    assert "XMLPARSER" not in output and "Error parsing" not in output, output[-3000:]
+    assert result.returncode == 0 and result.stdout.strip() == "answered", output[-3000:]
