@@ -61,7 +61,7 @@ from std_srvs.srv import Trigger
 
 rclpy.init()
 node = rclpy.create_node("profile_check")
-node.create_service(Trigger, "/page4d_profile_check", lambda request, response: Trigger.Response(success=True))
+node.create_service(Trigger, "/page4d_profile_check", lambda request, _: Trigger.Response(success=True))
 client = node.create_client(Trigger, "/page4d_profile_check")
 assert client.wait_for_service(timeout_sec=10.0)
 future = client.call_async(Trigger.Request())
