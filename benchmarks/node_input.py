@@ -119,7 +119,11 @@ def measure(args: argparse.Namespace, folder: Path) -> dict[str, object]:
     """Run the node, publish the recording, return the node's counters and the publisher's delays."""
     from page4d_ros.ros.messages import RclpyMessageFactory, build_camera_info, build_header, build_image
 
-    sequence = generate_sequence(0, args.frames, args.width, args.height, camera_motion="walk", num_movers=3)
+    # Stamped at the publishing rate, as a camera running at that rate stamps its images (the stamps set the
+    # flow baselines, so a 30 fps recording played at 10 Hz would cost a 30 fps stream's mask work).
+    sequence = generate_sequence(
+        0, args.frames, args.width, args.height, camera_motion="walk", num_movers=3, fps=args.rate
+    )
     values = {
         "checkpoint_path": args.checkpoint,
         "device": "cpu",
@@ -166,6 +170,7 @@ def measure(args: argparse.Namespace, folder: Path) -> dict[str, object]:
             "frames_processed": int(reader.value("page4d: inference/frames_processed") or 0),
             "dropped_frames": int(reader.value("page4d: inference/dropped_frames") or 0),
             "window_ms_mean": float(reader.value("page4d: inference/window_ms_mean") or 0.0),
+            "inference_ms_mean": float(reader.value("page4d: inference/pipeline_mean_inference_ms") or 0.0),
             "publisher_max_gap_ms": float(gaps.max() * 1e3) if len(gaps) else 0.0,
             "backend": reader.value("page4d: inference/backend"),
             "dds": args.dds,

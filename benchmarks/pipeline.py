@@ -14,6 +14,9 @@ Example::
 
     .venv/bin/python benchmarks/pipeline.py                      # 224 and 518 px, 8 windows, 640x480 @ 30 fps
     .venv/bin/python benchmarks/pipeline.py --sizes 518 --windows 12 --json pipeline.json
+    # The node's pipeline with the shipped model, inference included:
+    .venv/bin/python benchmarks/pipeline.py --checkpoint page4d_ros/models/page4d_small.safetensors \
+        --sizes 112 --width 320 --height 240 --fps 10
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from page4d_ros.pipeline import Frame, PipelineConfig, StreamingPipeline
 from page4d_ros.synthetic import generate_sequence
 from page4d_ros.synthetic.oracle import OracleModel, resample_to_network
 
-REPORTED_STAGES = ("preprocess", "depth", "masks", "chaining", "scale", "points")
+REPORTED_STAGES = ("preprocess", "depth", "masks", "chaining", "refinement", "scale", "points")
 
 
 def _parse_args() -> argparse.Namespace:
@@ -52,6 +55,12 @@ def _parse_args() -> argparse.Namespace:
         metavar="KEY=VALUE",
         help="extra PipelineConfig values (JSON literals), e.g. mask_check_stride=2",
     )
+    parser.add_argument(
+        "--checkpoint",
+        help="predict with this checkpoint and the node's default parameters (plus --set) instead of the "
+        "oracle: the node's own pipeline, inference included",
+    )
+    parser.add_argument("--threads", type=int, default=1, help="torch threads with --checkpoint")
     parser.add_argument("--json", help="also write the results to this JSON file")
     return parser.parse_args()
 
@@ -73,6 +82,19 @@ def _sim3_ate(estimate: np.ndarray, truth: np.ndarray) -> float:
     return float(np.sqrt(np.mean(np.sum((aligned - truth) ** 2, axis=1))))
 
 
+def _checkpoint_pipeline(values: dict[str, object], args: argparse.Namespace) -> StreamingPipeline:
+    """The node's pipeline (``build_pipeline``, default node parameters plus ``values``) on the CPU."""
+    import torch
+
+    from page4d_ros.ros.parameters import PARAMETERS, validate_parameters
+    from page4d_ros.ros.pipeline_factory import build_pipeline
+
+    torch.set_num_threads(args.threads)
+    settings = {spec.name: spec.default for spec in PARAMETERS}
+    settings.update(values, checkpoint_path=args.checkpoint, device="cpu")
+    return build_pipeline(validate_parameters(settings), lambda _message: None).pipeline
+
+
 def run_size(sequence, long_side: int, args: argparse.Namespace) -> dict[str, object]:
     """Stream ``sequence`` through a pipeline at ``long_side`` and summarise its per-window stage timings."""
     values: dict[str, object] = {
@@ -91,7 +113,7 @@ def run_size(sequence, long_side: int, args: argparse.Namespace) -> dict[str, ob
         rotation_noise=0.01,
         seed=1,
     )
-    pipeline = StreamingPipeline(config, oracle)
+    pipeline = _checkpoint_pipeline(values, args) if args.checkpoint else StreamingPipeline(config, oracle)
     stage_runs: list[dict[str, float]] = []
     results = []
     for i in range(sequence.rgb.shape[0]):
@@ -107,7 +129,7 @@ def run_size(sequence, long_side: int, args: argparse.Namespace) -> dict[str, ob
     for run in stage_runs:
         run["pipeline"] = run["total"] - run["inference"]
         run["rest"] = run["pipeline"] - sum(run.get(name, 0.0) for name in REPORTED_STAGES)
-    stages = {name: median(name) for name in (*REPORTED_STAGES, "rest", "pipeline")}
+    stages = {name: median(name) for name in (*REPORTED_STAGES, "rest", "pipeline", "inference", "total")}
 
     index = oracle.frame_indices(np.array([r.stamp_ns for r in results]))
     truth = oracle.plan.crop_to_output(resample_to_network(sequence.dynamic_mask[index], oracle.plan, False))
@@ -155,7 +177,8 @@ def main() -> None:
             f"mask IoU {report['mask_iou']:.3f}, ATE / path {report['ate_over_path']:.4f}"
         )
         print("| stage | ms / window | ms / frame |\n|---|---:|---:|")
-        for name in (*REPORTED_STAGES, "rest", "pipeline"):
+        names = (*REPORTED_STAGES, "rest", "pipeline", *(("inference", "total") if args.checkpoint else ()))
+        for name in names:
             print(f"| {name} | {per_window[name]:.1f} | {per_frame[name]:.1f} |")
     if args.json:
         with open(args.json, "w", encoding="utf-8") as handle:

@@ -52,7 +52,8 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import cv2
@@ -232,6 +233,13 @@ def rotation_angle_deg(R: np.ndarray) -> float:
     return math.degrees(math.acos(float(np.clip((np.trace(R) - 1.0) / 2.0, -1.0, 1.0))))
 
 
+def _dense_flows(
+    dis: cv2.DISOpticalFlow, image_pairs: list[tuple[np.ndarray, np.ndarray]]
+) -> list[np.ndarray]:
+    """DIS flows of (from, to) grey image pairs with one DIS instance (run on a mask-flow thread)."""
+    return [dis.calc(first, second, None) for first, second in image_pairs]
+
+
 class FlowRefiner:
     """Keeps grey flow images per stamp and estimates poses and flow-residual masks from them (module doc).
 
@@ -276,6 +284,7 @@ class FlowRefiner:
             cv2.DISOpticalFlow_create(FLOW_PRESETS[mask_flow_preset]) for _ in range(MASK_FLOW_THREADS)
         ]
         self._mask_pool = ThreadPoolExecutor(MASK_FLOW_THREADS, thread_name_prefix="page4d_flow")
+        self._pending: list[tuple[list[tuple[int, int, bool]], Future[list[np.ndarray]]]] = []
         self._images: OrderedDict[int, np.ndarray] = OrderedDict()
         self._texture: dict[int, np.ndarray] = {}
         self._grey_ranges: dict[int, tuple[np.ndarray, np.ndarray]] = {}
@@ -305,6 +314,9 @@ class FlowRefiner:
 
     def clear(self) -> None:
         """Forget every image and flow (resets, size changes)."""
+        pending, self._pending = self._pending, []
+        for _, future in pending:  # their DIS instances must be idle before the next flows
+            future.exception()
         self._images.clear()
         self._texture.clear()
         self._grey_ranges.clear()
@@ -314,6 +326,8 @@ class FlowRefiner:
         """Dense flow [h,w,2] (float32, flow pixels) from one kept image to another (cached), with the pose
         preset or, with ``for_masks``, the mask test's."""
         key = (int(from_stamp), int(to_stamp), bool(for_masks))
+        if for_masks:
+            self._collect_mask_flows()
         cached = self._flows.get(key)
         if cached is None:
             dis = self._mask_dis[0] if for_masks else self._dis
@@ -326,20 +340,36 @@ class FlowRefiner:
             self._flows.popitem(last=False)
         return flow
 
+    def start_mask_flows(self, pairs: Iterable[tuple[int, int]], threads: int = 1) -> None:
+        """Begin the mask-preset flows of ``pairs`` (from, to) of kept images on ``threads`` worker threads.
+
+        The flows need only the images, so the pipeline starts a window's before its inference and the two
+        overlap; :meth:`flow` collects them. One thread by default: the inference keeps a core busy (a CPU
+        torch thread, or the GPU's feeding thread), and a second flow thread only takes turns with it (2-core
+        CPU, shipped model, 10 fps, 320x240: window 396-399 ms without the overlap, 282-303 ms with one flow
+        thread beside the inference, 362-400 ms with two; ``benchmarks/README.md``, "Pose refinement").
+        """
+        self._collect_mask_flows()  # one batch at a time: each thread's DIS instance serves one job
+        keys = dict.fromkeys((int(a), int(b), True) for a, b in pairs)
+        missing = [k for k in keys if k not in self._flows and k[0] in self._images and k[1] in self._images]
+        threads = max(1, min(int(threads), MASK_FLOW_THREADS))
+        for index, dis in enumerate(self._mask_dis[:threads]):
+            share = missing[index::threads]
+            if share:
+                images = [(self._images[a], self._images[b]) for a, b, _ in share]
+                self._pending.append((share, self._mask_pool.submit(_dense_flows, dis, images)))
+
+    def _collect_mask_flows(self) -> None:
+        """Wait for the background mask flows and cache them."""
+        pending, self._pending = self._pending, []
+        for share, future in pending:
+            for key, flow in zip(share, future.result()):
+                self._store_flow(key, flow)
+
     def _prefetch_mask_flows(self, pairs: list[tuple[int, int]]) -> None:
         """Compute the mask-preset flows of ``pairs`` (from, to) not cached yet, spread over the threads."""
-        keys = dict.fromkeys((int(a), int(b), True) for a, b in pairs)
-        missing = [key for key in keys if key not in self._flows]
-        if len(missing) < 2:
-            return
-
-        def run(share: list[tuple[int, int, bool]], dis: cv2.DISOpticalFlow) -> list[np.ndarray]:
-            return [dis.calc(self._images[a], self._images[b], None) for a, b, _ in share]
-
-        shares = [missing[i::MASK_FLOW_THREADS] for i in range(MASK_FLOW_THREADS)]
-        for share, flows in zip(shares, self._mask_pool.map(run, shares, self._mask_dis)):
-            for key, flow in zip(share, flows):
-                self._store_flow(key, flow)
+        self.start_mask_flows(pairs, threads=MASK_FLOW_THREADS)
+        self._collect_mask_flows()
 
     def _textured(self, stamp_ns: int) -> np.ndarray:
         texture = self._texture.get(stamp_ns)

@@ -588,27 +588,16 @@ class StreamingPipeline:
         compared or the decision was discarded (``mask_flow_max_fraction``).
         """
         cfg = self.config
-        stamp = window[i].stamp_ns
-        span = cfg.mask_flow_baseline_s * 1e9
-        window_stamps = {f.stamp_ns for f in window}
-        if later:
-            candidates = [(window[j].stamp_ns, poses[j]) for j in range(i + 1, len(window))]
-        else:
-            candidates = [(window[j].stamp_ns, poses[j]) for j in range(i)]
-            candidates += [
-                (s, T) for s, T in self._flow_poses.items() if s < stamp and s not in window_stamps
-            ]
-        nearest = min((abs(s - stamp) for s, _ in candidates), default=0)
-        candidates = [(s, T) for s, T in candidates if 0 < abs(s - stamp) <= max(span, nearest)]
-        chosen = comparison_frames(stamp, [s for s, _ in candidates], cfg.mask_flow_baselines)
-        if not chosen:
+        baselines = self._flow_mask_baselines(window, i, later)
+        if not baselines:
             return None
+        stamp_poses = {window[j].stamp_ns: poses[j] for j in range(len(window))}
         result = self._refiner.flow_residual_mask(
-            stamp,
+            window[i].stamp_ns,
             poses[i],
             depth[i],
             K,
-            [candidates[c] for c in chosen],
+            [(s, stamp_poses[s] if s in stamp_poses else self._flow_poses[s]) for s in baselines],
             FlowMaskSettings(
                 cfg.mask_flow_threshold_px,
                 cfg.mask_flow_relative,
@@ -623,6 +612,32 @@ class StreamingPipeline:
             self.stats.mask_flow_discarded += 1
             return None
         return result
+
+    def _flow_mask_baselines(self, window: list[BufferedFrame], i: int, later: bool) -> list[int]:
+        """Stamps of the frames window frame ``i``'s flow-residual test compares with (stamps only, so
+        they are known before the window's inference)."""
+        stamp = window[i].stamp_ns
+        span = self.config.mask_flow_baseline_s * 1e9
+        window_stamps = {f.stamp_ns for f in window}
+        if later:
+            candidates = [window[j].stamp_ns for j in range(i + 1, len(window))]
+        else:
+            candidates = [window[j].stamp_ns for j in range(i)]
+            candidates += [s for s in self._flow_poses if s < stamp and s not in window_stamps]
+        nearest = min((abs(s - stamp) for s in candidates), default=0)
+        candidates = [s for s in candidates if 0 < abs(s - stamp) <= max(span, nearest)]
+        chosen = comparison_frames(stamp, candidates, self.config.mask_flow_baselines)
+        return [candidates[c] for c in chosen]
+
+    def _start_mask_flows(self, window: list[BufferedFrame], first_new: int) -> None:
+        """Start the new frames' mask flows (against their earlier baselines) before the inference."""
+        assert self._refiner is not None
+        pairs = []
+        for i in range(first_new, len(window)):
+            stamp = window[i].stamp_ns
+            for other in self._flow_mask_baselines(window, i, later=False):
+                pairs += [(stamp, other), (other, stamp)]
+        self._refiner.start_mask_flows(pairs)
 
     def _remember_flow_poses(self, stamps: np.ndarray, poses: np.ndarray) -> None:
         """Keep the final poses of the window's frames for later flow baselines (``mask_flow_baseline_s``)."""
@@ -770,6 +785,8 @@ class StreamingPipeline:
         stamps = np.array([f.stamp_ns for f in window], dtype=np.int64)
         with clock("preprocess"):
             images = images_to_tensor_layout([f.network_rgb for f in window])
+        if self._refiner is not None and self.config.mask_flow:
+            self._start_mask_flows(window, num_frames - new_count)
         try:
             with clock("inference"):
                 calibrated = self._calibrated_intrinsics(window)

@@ -531,3 +531,28 @@ def test_tracking_is_sub_pixel_where_the_dis_flow_is_coarse(forward_walk):
     # Measured: median 0.11 px (DIS ultrafast 0.31 px).
     assert np.median(lk_error) < 0.15, f"LK median error {np.median(lk_error):.3f} px"
     assert np.median(lk_error) < 0.5 * np.median(dis_error)
+
+
+def test_mask_flows_started_before_the_inference_are_the_ones_computed_on_demand(forward_walk):
+    """Flows begun in the background (as the pipeline does before a window's inference) equal the flows
+    computed when the mask test asks; a reset while they run leaves a working refiner."""
+    from page4d_ros.pipeline.preprocess import plan_resize
+
+    plan = plan_resize(WIDTH, HEIGHT, 112, "crop")
+    background, on_demand = FlowRefiner(flow_long_side=WIDTH), FlowRefiner(flow_long_side=WIDTH)
+    for refiner in (background, on_demand):
+        for i in (0, 2, 4):
+            refiner.add_image(i, forward_walk.rgb[i], plan)
+    pairs = [(4, 0), (0, 4), (4, 2), (2, 4)]
+    background.start_mask_flows([*pairs, (4, 99)])  # a pair without a kept image is skipped
+    for a, b in pairs:
+        flow = background.flow(a, b, for_masks=True)
+        assert flow.shape == (HEIGHT, WIDTH, 2) and np.abs(flow).max() > 0.5
+        np.testing.assert_array_equal(flow, on_demand.flow(a, b, for_masks=True))
+    background.start_mask_flows([(0, 2), (2, 0)], threads=2)
+    background.clear()
+    assert not background.has_image(0)
+    for i in (0, 2):
+        background.add_image(i, forward_walk.rgb[i], plan)
+    background.start_mask_flows([(2, 0)])
+    np.testing.assert_array_equal(background.flow(2, 0, for_masks=True), on_demand.flow(2, 0, for_masks=True))
