@@ -523,6 +523,9 @@ class StreamingPipeline:
                 )
                 for j in dict.fromkeys((far, i - 1)):
                     excluded = reused.get(j, flow_masks.get(j, (no_pixels,))[0])
+                    photometric_only = refiner.photometric_only(window[j].stamp_ns)
+                    if photometric_only is not None and photometric_only.shape == excluded.shape:
+                        excluded = excluded & ~photometric_only
                     if network_dynamic is not None:
                         excluded = excluded | network_dynamic[j]
                     references.append((window[j].stamp_ns, refined[j], poses[j], depth[j], excluded))

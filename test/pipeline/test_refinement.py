@@ -242,6 +242,14 @@ def test_a_mover_the_flow_cannot_follow_is_found_photometrically():
     assert flow_only_recall < 0.45, f"the flow followed the patch (recall {flow_only_recall:.2f})"
     assert recall > 0.6 and recall > flow_only_recall + 0.25, (recall, flow_only_recall)
     assert false_positives <= 10
+    # The photometric-only pixels are reported apart (PnP keeps them): in the mask, on the patch.
+    baselines = [(0, np.eye(4)), (1, np.eye(4))]
+    dynamic, _ = refiner.flow_residual_mask(2, np.eye(4), depth, K, baselines, FlowMaskSettings())
+    photometric_only = refiner.photometric_only(2)
+    assert photometric_only is not None and photometric_only.sum() > 0.1 * truth.sum()
+    assert not np.any(photometric_only & ~dynamic)
+    assert photometric_only[truth].sum() >= 0.9 * photometric_only.sum()
+    assert refiner.photometric_only(1) is None
 
 
 def test_odometry_scale_source_consumes_the_refined_poses(forward_walk):
