@@ -86,30 +86,34 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, st
 
 
 def ros2(env: dict[str, str], *args: str, timeout: float = 120.0) -> subprocess.CompletedProcess:
-    """Run ``ros2 ARGS`` to completion (stdout and stderr as text)."""
-    return subprocess.run(
-        [str(BIN / "ros2"), *args], env=env, capture_output=True, text=True, timeout=timeout
-    )
+    """Run ``ros2 ARGS`` to completion (stdout and stderr as text).
 
-
-def param(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
-    """``ros2 param ARGS`` without the daemon, waiting up to 15 s for the node to be discovered."""
-    return ros2(env, "param", *args, "--no-daemon", "--timeout", "15")
-
-
-def lifecycle(env: dict[str, str], *args: str, timeout: float = 30.0) -> subprocess.CompletedProcess:
-    """``ros2 lifecycle ARGS`` without the daemon; asked again (3 tries) while it has not discovered the node.
-
-    ``ros2 lifecycle`` has no discovery timeout, only a fixed ``--spin-time``, which a busy machine can miss;
-    "Node not found" means nothing was sent, so asking again is safe. It has no response timeout either: a
-    request or response lost while its fresh DDS participant is still matching leaves it waiting forever,
-    hence the ``timeout`` (``subprocess.TimeoutExpired``).
+    Past ``timeout`` the command is stopped as a user stops it, with SIGINT (Ctrl-C), and SIGKILLed only if
+    it is still there 10 s later; ``subprocess.TimeoutExpired`` then carries what it printed. Not SIGKILL
+    first: a killed process leaves its Fast DDS shared-memory port behind, and a later process that is given
+    the same port may never receive anything (eProsima/Fast-DDS#2811, #5469). Both CI failures of this test
+    came after a killed CLI call: ``ros2 lifecycle get`` hanging for minutes, then ``ros2 topic echo --once
+    /diagnostics`` hearing nothing for 60 s right after a killed ``ros2 topic hz`` had heard it at 1 Hz.
     """
-    for _ in range(3):
-        result = ros2(env, "lifecycle", *args, "--no-daemon", "--spin-time", "2", timeout=timeout)
-        if "Node not found" not in result.stdout + result.stderr:
-            break
-    return result
+    process = subprocess.Popen(
+        [str(BIN / "ros2"), *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.send_signal(signal.SIGINT)
+        try:
+            stdout, stderr = process.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            stdout, stderr = process.communicate()
+        raise subprocess.TimeoutExpired(process.args, timeout, output=stdout, stderr=stderr) from None
+    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
 
 
 class Launched:
@@ -160,6 +164,42 @@ def launch(workspace: dict[str, str], tmp_path: Path) -> Iterator[Any]:
     yield start
     for item in launched:
         item.stop()
+
+
+def echo_once(env: dict[str, str], launched: Launched, topic: str, message_type: str, *args: str) -> str:
+    """``ros2 topic echo --once TOPIC TYPE ARGS``: what it printed, asked up to 3 times (40 s each).
+
+    A fresh CLI participant can miss its match on a loaded machine and then wait forever; a node that
+    stopped publishing fails all three, with the launch log in the failure.
+    """
+    for _ in range(3):
+        try:
+            result = ros2(env, "topic", "echo", "--once", topic, message_type, *args, timeout=40)
+        except subprocess.TimeoutExpired:
+            continue
+        assert result.returncode == 0, result.stdout + result.stderr
+        return result.stdout
+    pytest.fail(f"nothing heard on {topic} in 3 tries of 40 s; launch log:\n{launched.log()[-4000:]}")
+
+
+def param(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
+    """``ros2 param ARGS`` without the daemon, waiting up to 15 s for the node to be discovered."""
+    return ros2(env, "param", *args, "--no-daemon", "--timeout", "15")
+
+
+def lifecycle(env: dict[str, str], *args: str, timeout: float = 30.0) -> subprocess.CompletedProcess:
+    """``ros2 lifecycle ARGS`` without the daemon; asked again (3 tries) while it has not discovered the node.
+
+    ``ros2 lifecycle`` has no discovery timeout, only a fixed ``--spin-time``, which a busy machine can miss;
+    "Node not found" means nothing was sent, so asking again is safe. It has no response timeout either: a
+    request or response lost while its fresh DDS participant is still matching leaves it waiting forever,
+    hence the ``timeout`` (``subprocess.TimeoutExpired``).
+    """
+    for _ in range(3):
+        result = ros2(env, "lifecycle", *args, "--no-daemon", "--spin-time", "2", timeout=timeout)
+        if "Node not found" not in result.stdout + result.stderr:
+            break
+    return result
 
 
 def wait_for_lifecycle_state(
@@ -300,30 +340,17 @@ def test_launch_and_drive_the_node_with_the_ros2_cli(
     )
     camera.start()
     try:
-        echo = ros2(
-            env,
-            "topic",
-            "echo",
-            "--once",
-            "--field",
-            "header.frame_id",
-            "/page4d/depth/image",
-            "sensor_msgs/msg/Image",
-            timeout=120,
+        frame_id = echo_once(
+            env, launched, "/page4d/depth/image", "sensor_msgs/msg/Image", "--field", "header.frame_id"
         )
-        assert echo.returncode == 0 and synthetic_sequence.frame_id in echo.stdout, echo.stdout + echo.stderr
+        assert synthetic_sequence.frame_id in frame_id, frame_id
         try:
-            hz = ros2(env, "topic", "hz", "/diagnostics", "--window", "4", timeout=8)
-            hz_output = hz.stdout
+            hz_output = ros2(env, "topic", "hz", "/diagnostics", "--window", "4", timeout=8).stdout
         except subprocess.TimeoutExpired as expired:  # hz runs until stopped: what it printed counts
-            hz_output = (
-                (expired.stdout or b"").decode() if isinstance(expired.stdout, bytes) else expired.stdout
-            )
+            hz_output = expired.stdout
         assert "average rate" in (hz_output or ""), hz_output
-        diagnostics = ros2(
-            env, "topic", "echo", "--once", "/diagnostics", "diagnostic_msgs/msg/DiagnosticArray", timeout=60
-        )
-        assert "page4d: tracking" in diagnostics.stdout and "count_reset" in diagnostics.stdout
+        diagnostics = echo_once(env, launched, "/diagnostics", "diagnostic_msgs/msg/DiagnosticArray")
+        assert "page4d: tracking" in diagnostics and "count_reset" in diagnostics, diagnostics
     finally:
         stop.set()
         camera.join(timeout=10)
