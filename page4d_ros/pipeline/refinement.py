@@ -5,17 +5,19 @@ dense optical flow between consecutive frames gives 2-D/3-D correspondences (pix
 lifted with its depth and refined pose, against where the flow moved it in the current frame), and a robust
 PnP solves the current camera's pose. Scale stays tied to the network's depth (the 3-D points carry it).
 
-Per new frame (:meth:`FlowRefiner.refine_pose`):
+Per new frame (:meth:`FlowRefiner.refine_pose`), against its reference frames (the frame just before it
+and the earliest window frame within ``refine_baseline_s``):
 
-1. DIS optical flow (``cv2.DISOpticalFlow``) previous -> current on grey images at ``flow_long_side``
-   pixels; correspondences are taken on a regular grid where the previous frame is textured (minimum
+1. DIS optical flow (``cv2.DISOpticalFlow``) reference -> current on grey images at ``flow_long_side``
+   pixels; correspondences are taken on a regular grid where the reference is textured (minimum
    eigenvalue of the structure tensor), has depth away from depth edges and is not flagged dynamic (its
    published mask or the network's map). The DIS flow seeds pyramidal Lucas-Kanade at full flow resolution
    (the fast DIS presets stop at a quarter of it), forward and back; points that do not return to where
-   they started are dropped.
-2. ``cv2.solvePnPRansac`` on those, then ``cv2.solvePnPRefineLM`` on the inliers.
+   they started are dropped. Each reference's points are placed with its final pose.
+2. One ``cv2.solvePnPRansac`` on the correspondences of all references, then ``cv2.solvePnPRefineLM`` on
+   the inliers.
 3. Zero motion: when the median tracked motion is below ``zero_motion_px`` the camera has not moved and
-   the frame takes the previous frame's pose exactly (counted in ``RefinementStats.zero_motion``; a PnP
+   the frame takes the nearest reference's pose exactly (counted in ``RefinementStats.zero_motion``; a PnP
    would let slow movers and depth noise push a static camera around).
 4. Gate ("fusion"): the flow pose wins when the flow is reliable (enough textured correspondences, motion
    below ``refine_max_flow_fraction`` of the image width, at least ``refine_min_inliers`` inliers making
@@ -52,7 +54,7 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -134,6 +136,20 @@ class RefinementStats:
             self.fallbacks[reason] = self.fallbacks.get(reason, 0) + 1
         self.last_source, self.last_reason = source, reason
         self.last_inliers, self.last_inlier_ratio = inliers, ratio
+
+
+@dataclass(frozen=True)
+class PoseReference:
+    """A frame a new one is solved against: its stamp, final world-from-camera pose, ``network_relative``
+    (the network's pose of the current frame in the reference's camera, same units: the fallback), depth
+    [h,w] (output grid, global units, NaN invalid) and the pixels kept out of the correspondences (bool
+    [h,w]: dynamic)."""
+
+    stamp_ns: int
+    T_world_ref: np.ndarray
+    network_relative: np.ndarray
+    depth: np.ndarray
+    dynamic: np.ndarray
 
 
 @dataclass
@@ -446,44 +462,27 @@ class FlowRefiner:
         tracked[index] = good & np.all(np.isfinite(ahead), axis=1)
         return u_c, v_c, tracked
 
-    def refine_pose(
-        self,
-        previous_stamp: int,
-        current_stamp: int,
-        T_world_previous: np.ndarray,
-        network_T_previous_current: np.ndarray,
-        previous_depth: np.ndarray,
-        previous_dynamic: np.ndarray,
-        K_output: np.ndarray,
-        record: bool = True,
-    ) -> PoseEstimate:
-        """The current frame's world-from-camera pose from flow + PnP against the previous frame (module doc).
-
-        ``previous_depth`` [h,w] (output grid, global units, NaN invalid) and ``previous_dynamic`` (bool,
-        pixels kept out) belong to the previous frame, whose pose ``T_world_previous`` is final;
-        ``network_T_previous_current`` is the network's relative pose in the same units (the fallback);
-        ``K_output`` the intrinsics of the output grid used to lift and project. With ``record`` false the
-        decision is not counted in :attr:`stats` (a first try the caller may repeat with another frame).
-        """
-        fallback = T_world_previous @ network_T_previous_current
-        T_world_previous = np.asarray(T_world_previous, dtype=np.float64)
-
-        def decide(source: str, reason: str, pose: np.ndarray, inliers: int = 0, ratio: float = math.nan):
-            if record:
-                self.stats.record(source, reason, inliers, ratio)
-            return PoseEstimate(pose, source, reason, inliers, ratio)
-
+    def _correspondences(
+        self, reference: PoseReference, current_stamp: int, K_output: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | str:
+        """Tracked correspondences of ``reference`` in the current frame: 3-D points in the reference's
+        camera, their flow pixels in the current image and how far each moved (flow pixels); or why there
+        are none (a :data:`FALLBACK_REASONS` name)."""
+        previous_stamp = int(reference.stamp_ns)
         if self.grid is None or not (self.has_image(previous_stamp) and self.has_image(current_stamp)):
-            return decide("network", "no_image", fallback)
-        depth = np.asarray(previous_depth, dtype=np.float32)
+            return "no_image"
+        depth = np.asarray(reference.depth, dtype=np.float32)
+        dynamic = np.asarray(reference.dynamic, dtype=bool)
+        if dynamic.shape != depth.shape:
+            dynamic = np.zeros(depth.shape, dtype=bool)
         if not np.any(np.isfinite(depth) & (depth > 0)):
-            return decide("network", "no_depth", fallback)
+            return "no_depth"
         forward = self.flow(previous_stamp, current_stamp)
         height, width = forward.shape[:2]
         step = self.sample_step
         v_f, u_f = np.mgrid[step // 2 : height : step, step // 2 : width : step]
         u_f, v_f = u_f.reshape(-1).astype(np.float64), v_f.reshape(-1).astype(np.float64)
-        textured = self._textured(int(previous_stamp))[v_f.astype(np.int64), u_f.astype(np.int64)]
+        textured = self._textured(previous_stamp)[v_f.astype(np.int64), u_f.astype(np.int64)]
         u_o, v_o = self._flow_to_output(u_f, v_f)
         out_h, out_w = depth.shape
         inside = (u_o > -0.5) & (u_o < out_w - 0.5) & (v_o > -0.5) & (v_o < out_h - 0.5)
@@ -493,28 +492,70 @@ class FlowRefiner:
         smooth = np.isfinite(low[row, col]) & (high[row, col] <= DEPTH_EDGE_RATIO * low[row, col])
         # Away from depth edges (3x3 range within DEPTH_EDGE_RATIO) bilinear depth is safe and sub-pixel.
         d = _bilinear(np.nan_to_num(depth, nan=0.0), u_o, v_o).astype(np.float64)
-        usable = inside & np.isfinite(d) & (d > 0) & smooth & ~np.asarray(previous_dynamic, bool)[row, col]
+        usable = inside & np.isfinite(d) & (d > 0) & smooth & ~dynamic[row, col]
         motion = forward[v_f.astype(np.int64), u_f.astype(np.int64)].astype(np.float64)
         median_motion = float(np.median(np.linalg.norm(motion[usable], axis=1))) if usable.any() else 0.0
         if median_motion > self.max_flow_fraction * width:
-            return decide("network", "large_motion", fallback)
+            return "large_motion"
         candidates = usable & textured
-        u_c, v_c, tracked = self.track(int(previous_stamp), int(current_stamp), u_f, v_f, motion, candidates)
+        u_c, v_c, tracked = self.track(previous_stamp, int(current_stamp), u_f, v_f, motion, candidates)
         in_view = (u_c >= 0) & (u_c <= width - 1) & (v_c >= 0) & (v_c <= height - 1)
         keep = candidates & tracked & in_view
         if np.count_nonzero(keep) < self.min_inliers:
-            textured_count = np.count_nonzero(usable & textured)
-            reason = "low_texture" if textured_count < self.min_inliers else "few_inliers"
-            return decide("network", reason, fallback)
-        moved = np.hypot(u_c[keep] - u_f[keep], v_c[keep] - v_f[keep])
-        if self.zero_motion_px > 0 and np.median(moved) < self.zero_motion_px:
-            still = int(np.count_nonzero(moved < self.zero_motion_px))
-            return decide("flow", "zero_motion", T_world_previous.copy(), still, still / moved.size)
-        K_flow = self.flow_intrinsics(K_output)
+            return "low_texture" if np.count_nonzero(candidates) < self.min_inliers else "few_inliers"
         rays = np.linalg.inv(K_output) @ np.stack([u_o[keep], v_o[keep], np.ones(np.count_nonzero(keep))])
         points = (rays * d[keep]).T.astype(np.float64)
         pixels = np.stack([u_c[keep], v_c[keep]], axis=1).astype(np.float64)
-        guess = np.linalg.inv(network_T_previous_current)
+        moved = np.hypot(u_c[keep] - u_f[keep], v_c[keep] - v_f[keep])
+        return points, pixels, moved
+
+    def refine_pose(
+        self,
+        references: Sequence[PoseReference],
+        current_stamp: int,
+        K_output: np.ndarray,
+        record: bool = True,
+    ) -> PoseEstimate:
+        """The current frame's world-from-camera pose from flow + PnP against ``references`` (module doc).
+
+        One PnP solves against the correspondences of all the references together, each reference's points
+        placed with its final pose: the last reference (the nearest frame) anchors the solution and the
+        fallback (its pose chained with the network's relative pose), the others add a longer baseline.
+        Solving each frame against one older frame instead splits the stream into interleaved chains that
+        drift apart (at 10 fps a reference two frames back made every other frame's yaw 1-2 degrees off).
+        ``K_output`` are the intrinsics of the output grid used to lift and project. With ``record`` false
+        the decision is not counted in :attr:`stats`.
+        """
+        if not references:
+            raise ValueError("refine_pose needs at least one reference frame")
+        anchor = references[-1]
+        T_world_anchor = np.asarray(anchor.T_world_ref, dtype=np.float64)
+        network_T_anchor_current = np.asarray(anchor.network_relative, dtype=np.float64)
+        fallback = T_world_anchor @ network_T_anchor_current
+
+        def decide(source: str, reason: str, pose: np.ndarray, inliers: int = 0, ratio: float = math.nan):
+            if record:
+                self.stats.record(source, reason, inliers, ratio)
+            return PoseEstimate(pose, source, reason, inliers, ratio)
+
+        found = [(ref, self._correspondences(ref, current_stamp, K_output)) for ref in references]
+        usable = [(reference, c) for reference, c in found if not isinstance(c, str)]
+        if not usable:
+            return decide("network", str(found[-1][1]), fallback)
+        nearest, (_, _, moved) = usable[-1]
+        if self.zero_motion_px > 0 and np.median(moved) < self.zero_motion_px:
+            still = int(np.count_nonzero(moved < self.zero_motion_px))
+            pose = np.asarray(nearest.T_world_ref, dtype=np.float64).copy()
+            return decide("flow", "zero_motion", pose, still, still / moved.size)
+        T_anchor_world = np.linalg.inv(T_world_anchor)
+        point_sets, pixel_sets = [], []
+        for reference, (points, pixels, _) in usable:
+            T_anchor_ref = T_anchor_world @ np.asarray(reference.T_world_ref, dtype=np.float64)
+            point_sets.append(points @ T_anchor_ref[:3, :3].T + T_anchor_ref[:3, 3])
+            pixel_sets.append(pixels)
+        points, pixels = np.concatenate(point_sets), np.concatenate(pixel_sets)
+        K_flow = self.flow_intrinsics(K_output)
+        guess = np.linalg.inv(network_T_anchor_current)
         rvec, _ = cv2.Rodrigues(guess[:3, :3])
         tvec = guess[:3, 3].reshape(3, 1).copy()
         try:
@@ -540,16 +581,16 @@ class FlowRefiner:
             return decide("network", reason, fallback, count, ratio)
         index = inliers.reshape(-1)
         rvec, tvec = cv2.solvePnPRefineLM(points[index], pixels[index], K_flow, None, rvec, tvec)
-        T_current_previous = np.eye(4)
-        T_current_previous[:3, :3] = cv2.Rodrigues(rvec)[0]
-        T_current_previous[:3, 3] = tvec.reshape(3)
-        if not np.all(np.isfinite(T_current_previous)):
+        T_current_anchor = np.eye(4)
+        T_current_anchor[:3, :3] = cv2.Rodrigues(rvec)[0]
+        T_current_anchor[:3, 3] = tvec.reshape(3)
+        if not np.all(np.isfinite(T_current_anchor)):
             return decide("network", "pnp_failed", fallback, count, ratio)
-        T_previous_current = np.linalg.inv(T_current_previous)
-        gap = rotation_angle_deg(network_T_previous_current[:3, :3].T @ T_previous_current[:3, :3])
+        T_anchor_current = np.linalg.inv(T_current_anchor)
+        gap = rotation_angle_deg(network_T_anchor_current[:3, :3].T @ T_anchor_current[:3, :3])
         if gap > self.max_rotation_gap_deg:
             return decide("network", "disagreement", fallback, count, ratio)
-        return decide("flow", "", T_world_previous @ T_previous_current, count, ratio)
+        return decide("flow", "", T_world_anchor @ T_anchor_current, count, ratio)
 
     # -------------------------------------------------------------------------------------------- masks
     def _grey_range(self, stamp_ns: int) -> tuple[np.ndarray, np.ndarray]:

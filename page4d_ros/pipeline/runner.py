@@ -50,7 +50,7 @@ from page4d_ros.pipeline.masks import (
     network_probability,
 )
 from page4d_ros.pipeline.preprocess import ResizePlan, images_to_tensor_layout, plan_resize, resize_rgb
-from page4d_ros.pipeline.refinement import FlowMaskSettings, FlowRefiner
+from page4d_ros.pipeline.refinement import FlowMaskSettings, FlowRefiner, PoseReference
 from page4d_ros.pipeline.scale import ScaleEstimator, WindowScaleInputs
 from page4d_ros.pipeline.types import Frame, FrameResult, Predictor, WindowPrediction
 from page4d_ros.pipeline.windowing import BufferedFrame, FrameQueue, KeyframeGate
@@ -513,10 +513,10 @@ class StreamingPipeline:
         no_pixels = np.zeros(depth.shape[1:], dtype=bool)
         flow_masks: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         for i in range(first_new, len(window)):
-            references = []
+            references: list[PoseReference] = []
             if i > 0:
-                # The earliest window frame within refine_baseline_s (a longer baseline, less drift), then
-                # the frame just before when that one fails the gate.
+                # The earliest window frame within refine_baseline_s (a longer baseline, less drift) and the
+                # frame just before, solved together.
                 span = cfg.refine_baseline_s * 1e9
                 far = next(
                     j for j in range(i) if window[i].stamp_ns - window[j].stamp_ns <= span or j == i - 1
@@ -528,34 +528,28 @@ class StreamingPipeline:
                         excluded = excluded & ~photometric_only
                     if network_dynamic is not None:
                         excluded = excluded | network_dynamic[j]
-                    references.append((window[j].stamp_ns, refined[j], poses[j], depth[j], excluded))
+                    references.append(
+                        PoseReference(
+                            window[j].stamp_ns,
+                            refined[j],
+                            np.linalg.inv(poses[j]) @ poses[i],
+                            self._matching_depth(depth[j], depth.shape[1:]),
+                            excluded,
+                        )
+                    )
             elif alignment.method == "no_overlap" and self._last_published is not None:
                 last = self._last_published
                 references.append(
-                    (last.stamp_ns, last.T_world_cam, last.T_world_cam, last.depth, last.dynamic)
+                    PoseReference(
+                        last.stamp_ns,
+                        last.T_world_cam,
+                        np.linalg.inv(last.T_world_cam) @ poses[i],
+                        self._matching_depth(last.depth, depth.shape[1:]),
+                        last.dynamic,
+                    )
                 )
-            for attempt, reference in enumerate(references):
-                stamp, T_previous, network_previous, depth_previous, excluded = reference
-                if depth_previous.shape != depth.shape[1:] or excluded.shape != depth.shape[1:]:
-                    depth_previous = np.full(depth.shape[1:], np.nan, np.float32)
-                    excluded = no_pixels
-                estimate = refiner.refine_pose(
-                    stamp,
-                    window[i].stamp_ns,
-                    T_previous,
-                    np.linalg.inv(network_previous) @ poses[i],
-                    depth_previous,
-                    excluded,
-                    K[i],
-                    record=attempt == len(references) - 1,
-                )
-                if estimate.source == "flow" or attempt == len(references) - 1:
-                    if attempt < len(references) - 1:
-                        refiner.stats.record(
-                            estimate.source, estimate.reason, estimate.inliers, estimate.inlier_ratio
-                        )
-                    refined[i] = estimate.T_world_cam
-                    break
+            if references:
+                refined[i] = refiner.refine_pose(references, window[i].stamp_ns, K[i]).T_world_cam
             if cfg.mask_flow:
                 mask = self._flow_mask(window, i, refined, raw_depth, K[i], later=False)
                 if mask is not None:
@@ -574,6 +568,11 @@ class StreamingPipeline:
         stats.pose_zero_motion = counts.zero_motion
         stats.pose_last_inliers = counts.last_inliers
         return refined, flow_masks
+
+    @staticmethod
+    def _matching_depth(depth: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+        """``depth`` when it has ``shape``, else all NaN (a reference from before a size change has none)."""
+        return depth if depth.shape == tuple(shape) else np.full(shape, np.nan, np.float32)
 
     def _flow_mask(
         self,
