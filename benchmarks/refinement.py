@@ -1,12 +1,14 @@
 """Time the pose-refinement stage (``pipeline/refinement.py``) per frame on one core.
 
 For each input size (default 320x240 and 640x480) a synthetic walk is rendered; every frame is solved against
-the frame before it with its ground-truth depth on the pipeline's output grid (112 px, the shipped model's
-size), as ``StreamingPipeline`` does with ``pose_refinement: flow``. Reported, as the median over frames and
-repeats (sizes interleaved per repeat, so that load from other processes hits all of them alike):
+the frame before it and the frame ``--far-gap`` frames back (default 2: the long-baseline reference
+``refine_baseline_s`` 0.2 s picks at 10 fps) together, with their ground-truth depth on the pipeline's output
+grid (112 px, the shipped model's size), as ``StreamingPipeline`` does with ``pose_refinement: flow``.
+Reported, as the median over frames and repeats (sizes interleaved per repeat, so that load from other
+processes hits all of them alike):
 
-- ``flow+pose``: the DIS flow of the pose, Lucas-Kanade tracking of its correspondences (forward and back),
-  RANSAC PnP and its refinement,
+- ``flow+pose``: the DIS flows of the pose (one per reference), Lucas-Kanade tracking of their
+  correspondences (forward and back), one RANSAC PnP and its refinement,
 - ``mask/baseline``: the flow-residual mask test against one earlier frame (two more flows with the mask
   preset, ``--mask-preset``, and the test with its photometric confirmation),
 - ``frame``: ``flow+pose`` plus ``mask_flow_baselines`` (default 3) mask baselines: the stage per frame.
@@ -25,7 +27,7 @@ import cv2
 import numpy as np
 
 from page4d_ros.pipeline.preprocess import plan_resize
-from page4d_ros.pipeline.refinement import FLOW_PRESETS, FlowMaskSettings, FlowRefiner
+from page4d_ros.pipeline.refinement import FLOW_PRESETS, FlowMaskSettings, FlowRefiner, PoseReference
 from page4d_ros.synthetic.oracle import resample_to_network
 from page4d_ros.synthetic.scene import generate_sequence
 
@@ -40,7 +42,7 @@ def _prepare(width: int, height: int, frames: int, long_side: int):
 
 
 def _time_once(
-    sequence, plan, depth, K, preset: str, mask_preset: str, flow_long_side: int, baselines: int
+    sequence, plan, depth, K, preset: str, mask_preset: str, flow_long_side: int, baselines: int, far_gap: int
 ) -> dict[str, list]:
     refiner = FlowRefiner(flow_long_side=flow_long_side, flow_preset=preset, mask_flow_preset=mask_preset)
     times: dict[str, list[float]] = {"flow+pose": [], "mask/baseline": []}
@@ -49,9 +51,18 @@ def _time_once(
         refiner.add_image(i, sequence.rgb[i], plan)
         if i == 0:
             continue
-        relative = np.linalg.inv(sequence.T_world_cam[i - 1]) @ sequence.T_world_cam[i]
+        references = [
+            PoseReference(
+                j,
+                sequence.T_world_cam[j],
+                np.linalg.inv(sequence.T_world_cam[j]) @ sequence.T_world_cam[i],
+                depth[j],
+                no_pixels,
+            )
+            for j in dict.fromkeys((max(0, i - far_gap), i - 1))
+        ]
         start = time.perf_counter()
-        refiner.refine_pose(i - 1, i, sequence.T_world_cam[i - 1], relative, depth[i - 1], no_pixels, K)
+        refiner.refine_pose(references, i, K)
         times["flow+pose"].append(1e3 * (time.perf_counter() - start))
         others = [(j, sequence.T_world_cam[j]) for j in range(max(0, i - baselines), i - 1)]
         if others:
@@ -71,6 +82,9 @@ def main() -> None:
     parser.add_argument("--mask-preset", choices=sorted(FLOW_PRESETS), default="medium")
     parser.add_argument("--flow-long-side", type=int, default=320, help="flow_long_side (never upsamples)")
     parser.add_argument("--baselines", type=int, default=3, help="mask_flow_baselines")
+    parser.add_argument(
+        "--far-gap", type=int, default=2, help="frames back of the long-baseline pose reference (1: none)"
+    )
     parser.add_argument("--long-side", type=int, default=112, help="model_long_side (output grid)")
     parser.add_argument("--threads", type=int, default=1, help="OpenCV threads")
     parser.add_argument("--json", default=None, help="also write the medians here")
@@ -84,7 +98,12 @@ def main() -> None:
     for _ in range(args.repeats):
         for size in sizes:
             times = _time_once(
-                *prepared[size], args.preset, args.mask_preset, args.flow_long_side, args.baselines
+                *prepared[size],
+                args.preset,
+                args.mask_preset,
+                args.flow_long_side,
+                args.baselines,
+                args.far_gap,
             )
             for key, values in times.items():
                 samples[size][key].extend(values)

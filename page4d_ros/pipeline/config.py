@@ -106,8 +106,8 @@ class PipelineConfig:
         flow_long_side: long side in pixels of the grey images the optical flow runs on (sources are
             downsampled to it, never upsampled).
         flow_preset: DIS optical-flow preset: ``ultrafast``, ``fast`` or ``medium``.
-        refine_baseline_s: each new frame is solved against the earliest window frame at most this many
-            seconds older (a longer baseline drifts less), else against the frame just before it.
+        refine_baseline_s: each new frame is solved against the frame just before it together with the
+            earliest window frame at most this many seconds older (a longer baseline drifts less).
         refine_min_inliers: PnP inliers needed for the flow pose to win.
         refine_min_inlier_ratio: ... and the fraction of the correspondences they make.
         refine_max_flow_fraction: median flow above this fraction of the flow image width is "large

@@ -492,7 +492,8 @@ class StreamingPipeline:
         """Flow + PnP poses of the new frames (in order) and their flow-residual masks (``refinement``).
 
         Overlap frames keep the poses they were published with; each new frame is solved against the frame
-        before it (refined, with its confidence-filtered ``depth`` and dynamic pixels kept out), falling
+        before it and a window frame up to ``refine_baseline_s`` back together (refined, with their
+        confidence-filtered ``depth`` and dynamic pixels kept out), falling
         back to the network's relative pose (``poses``, chained) where the flow is unreliable. The masks use
         ``raw_depth`` (before the confidence cuts, same units). Returns the poses and, by window index, the
         flow masks with where they were tested.

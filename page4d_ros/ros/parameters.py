@@ -341,7 +341,7 @@ _PIPELINE_DESCRIPTIONS: dict[str, str] = {
     "depth, gated against the network; fixed after configure).",
     "flow_long_side": "Long side in pixels of the images the optical flow runs on (fixed after configure).",
     "flow_preset": "DIS optical-flow preset: ultrafast, fast or medium (fixed after configure).",
-    "refine_baseline_s": "Solve each frame against the earliest window frame this many seconds back.",
+    "refine_baseline_s": "Solve each frame against the previous one and a window frame up to this far back.",
     "refine_min_inliers": "PnP inliers needed for the flow pose to win over the network's.",
     "refine_min_inlier_ratio": "Fraction of the flow correspondences the PnP inliers must make.",
     "refine_max_flow_fraction": "Median flow (fraction of image width) above which the network pose is used.",
