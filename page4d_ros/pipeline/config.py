@@ -125,7 +125,7 @@ class PipelineConfig:
         mask_flow_relative: ... plus this fraction of the rigid flow's length.
         mask_flow_baseline_s: earlier frames up to this many seconds back serve as flow baselines (at least
             the frame before, whatever the frame rate; slow movers need long baselines, occlusions short
-            ones).
+            ones); a segment's first frames also take the window's later frames within it.
         mask_flow_baselines: baselines per frame, spread over that span (farthest first).
         mask_flow_min_votes: baselines that must vote dynamic (and at least half of those tested).
         mask_flow_max_fraction: a frame whose flow-residual test calls more than this fraction of its tested

@@ -556,9 +556,11 @@ class StreamingPipeline:
                 if mask is not None:
                     flow_masks[i] = mask
         if cfg.mask_flow:
-            # Frames without an earlier baseline (a segment's first frames) compare with later ones.
+            # A segment's first frames, whose earlier frames are too near, and frames whose earlier test
+            # found nothing to compare or was discarded also compare with later ones (poses known now). The
+            # earlier test's decision has kept their movers out of the next frames' poses meanwhile.
             for i in range(first_new, len(window)):
-                if i not in flow_masks:
+                if i not in flow_masks or self._needs_later_baselines(window, i):
                     mask = self._flow_mask(window, i, refined, raw_depth, K[i], later=True)
                     if mask is not None:
                         flow_masks[i] = mask
@@ -586,9 +588,9 @@ class StreamingPipeline:
     ) -> tuple[np.ndarray, np.ndarray] | None:
         """Flow-residual decision of window frame ``i`` against baselines within ``mask_flow_baseline_s``.
 
-        Candidates are the earlier window frames and recently published frames, or with ``later`` the later
-        window frames (whose poses are then known). Returns (dynamic, tested), or None when no baseline was
-        compared or the decision was discarded (``mask_flow_max_fraction``).
+        Candidates are the earlier window frames and recently published frames, with ``later`` also the
+        later window frames (whose poses are then known). Returns (dynamic, tested), or None when no
+        baseline was compared or the decision was discarded (``mask_flow_max_fraction``).
         """
         cfg = self.config
         baselines = self._flow_mask_baselines(window, i, later)
@@ -616,29 +618,48 @@ class StreamingPipeline:
             return None
         return result
 
-    def _flow_mask_baselines(self, window: list[BufferedFrame], i: int, later: bool) -> list[int]:
-        """Stamps of the frames window frame ``i``'s flow-residual test compares with (stamps only, so
-        they are known before the window's inference)."""
+    def _flow_mask_candidates(self, window: list[BufferedFrame], i: int) -> tuple[list[int], list[int]]:
+        """Stamps of the earlier (window and recently published) and of the later window frames within
+        ``mask_flow_baseline_s`` of window frame ``i`` (at least the nearest of each side)."""
         stamp = window[i].stamp_ns
         span = self.config.mask_flow_baseline_s * 1e9
         window_stamps = {f.stamp_ns for f in window}
-        if later:
-            candidates = [window[j].stamp_ns for j in range(i + 1, len(window))]
-        else:
-            candidates = [window[j].stamp_ns for j in range(i)]
-            candidates += [s for s in self._flow_poses if s < stamp and s not in window_stamps]
-        nearest = min((abs(s - stamp) for s in candidates), default=0)
-        candidates = [s for s in candidates if 0 < abs(s - stamp) <= max(span, nearest)]
-        chosen = comparison_frames(stamp, candidates, self.config.mask_flow_baselines)
+        earlier = [window[j].stamp_ns for j in range(i)]
+        earlier += [s for s in self._flow_poses if s < stamp and s not in window_stamps]
+        later = [window[j].stamp_ns for j in range(i + 1, len(window))]
+        sides = []
+        for candidates in (earlier, later):
+            nearest = min((abs(s - stamp) for s in candidates), default=0)
+            sides.append([s for s in candidates if 0 < abs(s - stamp) <= max(span, nearest)])
+        return sides[0], sides[1]
+
+    def _needs_later_baselines(self, window: list[BufferedFrame], i: int) -> bool:
+        """Whether window frame ``i``'s later frames reach farther than its earlier ones (a segment's first
+        frames): its flow-residual test then also compares with them, once their poses are known. Slow
+        movers hardly move over a short baseline (demo: a segment's frames 1-5 at 30 fps found nothing)."""
+        earlier, later = self._flow_mask_candidates(window, i)
+        stamp = window[i].stamp_ns
+        reach = max((abs(s - stamp) for s in earlier), default=0)
+        return max((abs(s - stamp) for s in later), default=0) > reach
+
+    def _flow_mask_baselines(self, window: list[BufferedFrame], i: int, later: bool) -> list[int]:
+        """Stamps of the frames window frame ``i``'s flow-residual test compares with: the earlier frames,
+        with ``later`` the later window frames too (stamps only, so they are known before the inference)."""
+        earlier, after = self._flow_mask_candidates(window, i)
+        candidates = earlier + after if later else earlier
+        chosen = comparison_frames(window[i].stamp_ns, candidates, self.config.mask_flow_baselines)
         return [candidates[c] for c in chosen]
 
     def _start_mask_flows(self, window: list[BufferedFrame], first_new: int) -> None:
-        """Start the new frames' mask flows (against their earlier baselines) before the inference."""
+        """Start the new frames' mask flows (against their baselines) before the inference."""
         assert self._refiner is not None
         pairs = []
         for i in range(first_new, len(window)):
             stamp = window[i].stamp_ns
-            for other in self._flow_mask_baselines(window, i, later=False):
+            others = self._flow_mask_baselines(window, i, later=False)
+            if self._needs_later_baselines(window, i):
+                others += self._flow_mask_baselines(window, i, later=True)
+            for other in dict.fromkeys(others):
                 pairs += [(stamp, other), (other, stamp)]
         self._refiner.start_mask_flows(pairs)
 
