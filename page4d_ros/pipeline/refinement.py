@@ -514,7 +514,6 @@ class FlowRefiner:
         references: Sequence[PoseReference],
         current_stamp: int,
         K_output: np.ndarray,
-        record: bool = True,
     ) -> PoseEstimate:
         """The current frame's world-from-camera pose from flow + PnP against ``references`` (module doc).
 
@@ -523,8 +522,8 @@ class FlowRefiner:
         fallback (its pose chained with the network's relative pose), the others add a longer baseline.
         Solving each frame against one older frame instead splits the stream into interleaved chains that
         drift apart (at 10 fps a reference two frames back made every other frame's yaw 1-2 degrees off).
-        ``K_output`` are the intrinsics of the output grid used to lift and project. With ``record`` false
-        the decision is not counted in :attr:`stats`.
+        ``K_output`` are the intrinsics of the output grid used to lift and project. The decision is counted
+        in :attr:`stats`.
         """
         if not references:
             raise ValueError("refine_pose needs at least one reference frame")
@@ -534,8 +533,7 @@ class FlowRefiner:
         fallback = T_world_anchor @ network_T_anchor_current
 
         def decide(source: str, reason: str, pose: np.ndarray, inliers: int = 0, ratio: float = math.nan):
-            if record:
-                self.stats.record(source, reason, inliers, ratio)
+            self.stats.record(source, reason, inliers, ratio)
             return PoseEstimate(pose, source, reason, inliers, ratio)
 
         found = [(ref, self._correspondences(ref, current_stamp, K_output)) for ref in references]
