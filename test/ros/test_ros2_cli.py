@@ -190,13 +190,14 @@ def param(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
 def lifecycle(env: dict[str, str], *args: str, timeout: float = 30.0) -> subprocess.CompletedProcess:
     """``ros2 lifecycle ARGS`` without the daemon; asked again (3 tries) while it has not discovered the node.
 
-    ``ros2 lifecycle`` has no discovery timeout, only a fixed ``--spin-time``, which a busy machine can miss;
-    "Node not found" means nothing was sent, so asking again is safe. It has no response timeout either: a
-    request or response lost while its fresh DDS participant is still matching leaves it waiting forever,
-    hence the ``timeout`` (``subprocess.TimeoutExpired``).
+    ``ros2 lifecycle`` has no discovery timeout, only a fixed ``--spin-time``, which a busy machine can miss
+    (2 s was missed three times in a row by ``set`` on a quiet machine, each miss then costing a round of
+    ``get`` polls; hence 5 s); "Node not found" means nothing was sent, so asking again is safe. It has no
+    response timeout either: a request or response lost while its fresh DDS participant is still matching
+    leaves it waiting forever, hence the ``timeout`` (``subprocess.TimeoutExpired``).
     """
     for _ in range(3):
-        result = ros2(env, "lifecycle", *args, "--no-daemon", "--spin-time", "2", timeout=timeout)
+        result = ros2(env, "lifecycle", *args, "--no-daemon", "--spin-time", "5", timeout=timeout)
         if "Node not found" not in result.stdout + result.stderr:
             break
     return result
