@@ -127,7 +127,8 @@ class PipelineConfig:
             the frame before, whatever the frame rate; slow movers need long baselines, occlusions short
             ones); a segment's first frames also take the window's later frames within it.
         mask_flow_baselines: baselines per frame, spread over that span (farthest first).
-        mask_flow_min_votes: baselines that must vote dynamic (and at least half of those tested).
+        mask_flow_min_votes: baselines that must vote dynamic (and hold at least half the weight of those
+            tested, each weighing its time gap squared).
         mask_flow_max_fraction: a frame whose flow-residual test calls more than this fraction of its tested
             pixels dynamic is not explained by its pose, depth and intrinsics (e.g. predicted intrinsics on
             real video): its decision is discarded and the network map decides there.

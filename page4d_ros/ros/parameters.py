@@ -357,7 +357,8 @@ _PIPELINE_DESCRIPTIONS: dict[str, str] = {
     "mask_flow_baseline_s": "Earlier frames up to this many seconds back (at least the previous frame) "
     "serve as flow baselines.",
     "mask_flow_baselines": "Flow baselines per frame, spread over mask_flow_baseline_s.",
-    "mask_flow_min_votes": "Baselines that must vote dynamic (and at least half of those tested).",
+    "mask_flow_min_votes": "Baselines that must vote dynamic (and half the tested ones' weight, each "
+    "baseline weighing its time gap squared).",
     "mask_flow_max_fraction": "A frame whose flow test calls more than this fraction of its tested pixels "
     "dynamic is not explained by its pose and depth: the network map decides there instead.",
     "mask_flow_depth_tolerance": "Widening (fraction) of the depth range the rigid flow may come from.",
