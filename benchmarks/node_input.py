@@ -1,7 +1,8 @@
 """How many published camera frames the node takes in, processes and drops, over real DDS with default QoS.
 
 Starts ``page4d_node`` in its own process (shipped model unless ``--checkpoint``, CPU, default input QoS:
-``sensor_data`` with depth 2 and a 4-frame worker queue), publishes a synthetic recording at ``--rate`` Hz
+``sensor_data`` with depth 2 and its ``frame_queue_size`` worker queue, 8 frames unless
+``--frame-queue-size``), publishes a synthetic recording at ``--rate`` Hz
 with best-effort QoS like a camera driver, then reads the node's own counters from ``/diagnostics``:
 
 - ``images_received``: images that reached the node's callback (the rest were lost in DDS: the history of 2
@@ -49,6 +50,9 @@ def _parse_args() -> argparse.Namespace:
     parser.add_argument("--checkpoint", default="", help="checkpoint (default: the shipped model)")
     parser.add_argument("--model-long-side", type=int, default=0, help="0: the checkpoint's size")
     parser.add_argument("--threads", type=int, default=1, help="torch threads of the node (OMP_NUM_THREADS)")
+    parser.add_argument(
+        "--frame-queue-size", type=int, default=0, help="the node's frame_queue_size (0: its default)"
+    )
     parser.add_argument("--domain-id", type=int, default=91, help="ROS domain of the measurement")
     parser.add_argument("--dds", choices=("profile", "default"), default="profile", help="Fast DDS settings")
     parser.add_argument("--json", help="also write the results to this JSON file")
@@ -132,6 +136,8 @@ def measure(args: argparse.Namespace, folder: Path) -> dict[str, object]:
         "require_metric_for_tf": False,
         "diagnostics_period": 0.25,
     }
+    if args.frame_queue_size > 0:
+        values["frame_queue_size"] = args.frame_queue_size
     params = folder / "params.yaml"
     params.write_text(yaml.safe_dump({"/**": {"ros__parameters": values}}))
     os.environ.update(dds_environment(args.dds, args.domain_id))

@@ -168,8 +168,9 @@ _NODE_PARAMETERS: tuple[ParameterSpec, ...] = (
     ),
     ParameterSpec(
         "frame_queue_size",
-        4,
-        "Frames waiting for the worker; when full the oldest is dropped.",
+        8,
+        "Frames waiting for the worker; when full the oldest is dropped (8: two strides of the default "
+        "window, so one slow window does not drop frames).",
         range=Range(1, 1000),
     ),
     ParameterSpec(
