@@ -403,6 +403,43 @@ def test_a_static_camera_keeps_its_pose_exactly_and_says_so():
     assert np.max(np.linalg.norm(centres - centres[0], axis=1)) < 0.01 * np.nanmedian(moved[0].depth)
 
 
+def test_a_handheld_shake_is_tracked_to_a_millimetre_scale():
+    """Handheld shake in a room (steps of a few mm, depth 2-10 m: a step's parallax is a fraction of a pixel,
+    so translation and rotation are nearly interchangeable) over a striped floor: tracks that slide along the
+    stripes must not tilt the pose. With every textured point tracked this stream scored 2.0 % of the path;
+    with the aperture-limited ones left out, 1.0 %."""
+    sequence = generate_sequence(
+        21, 24, WIDTH, HEIGHT, num_movers=4, fps=30.0, camera_motion="handheld", scene="room"
+    )
+    oracle = OracleModel(sequence, 112, **BAD_NETWORK, seed=1)
+    _, network = _stream(sequence, _config("none"), oracle)
+    _, refined = _stream(sequence, _config("flow"), oracle)
+    refined_error, refined_rotation, path = _errors(sequence, refined)
+    assert 0.1 < path < 0.3
+    assert refined_error < 0.014, f"ATE {100 * refined_error:.2f} % of the path"
+    assert refined_error < 0.25 * _errors(sequence, network)[0]
+    assert refined_rotation < 0.1
+
+
+def test_pose_correspondences_skip_stripes_where_tracking_slides():
+    """Stripes are textured (the sky test keeps them) but only corners are trackable for the pose."""
+    rng = np.random.default_rng(4)
+    grey = np.full((HEIGHT, WIDTH), 100, np.uint8)
+    grey[:, : WIDTH // 2] = np.where((np.arange(WIDTH // 2) // 4) % 2 == 0, 60, 200)[None, :]
+    cells = (np.indices((HEIGHT, WIDTH - WIDTH // 2)) // 6).sum(axis=0) % 2
+    grey[:, WIDTH // 2 :] = np.where(cells == 0, 60, 200)
+    grey = np.clip(grey + rng.normal(0, 6.0, grey.shape), 0, 255).astype(np.uint8)
+    refiner = FlowRefiner(flow_long_side=WIDTH)
+    plan = OracleModel(generate_sequence(1, 1, WIDTH, HEIGHT), 112).plan
+    refiner.add_image(1, np.repeat(grey[..., None], 3, axis=2), plan)
+    textured, trackable = refiner._texture_maps(1)
+    stripes = (slice(20, -20), slice(20, WIDTH // 2 - 20))
+    board = (slice(20, -20), slice(WIDTH // 2 + 20, -20))
+    assert textured[stripes].mean() > 0.9 and textured[board].mean() > 0.9
+    assert trackable[stripes].mean() < 0.02
+    assert trackable[board].mean() > 0.5
+
+
 def _with_half_view_mover(sequence: SyntheticSequence) -> SyntheticSequence:
     """A textured board sliding sideways in front of the camera, covering the left half of every frame."""
     rng = np.random.default_rng(5)

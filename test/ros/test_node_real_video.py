@@ -68,8 +68,8 @@ def test_davis_jpeg_stream_gives_every_output_with_predicted_intrinsics(
     assert node.poll() is None
 
     # The shipped model learnt motion on synthetic scenes only; the default flow-residual masks find the car
-    # (measured IoU 0.263 with gap-weighted votes, 0.285 at bef32a0, 0.253 at ac103af; the network's map alone
-    # scores about 0.1, MODEL_CARD.md, "Limits").
+    # (measured IoU 0.263 with gap-weighted votes and with the aperture filter, 0.285 at bef32a0, 0.253 at
+    # ac103af; the network's map alone scores about 0.1, MODEL_CARD.md, "Limits").
     masks = np.stack([np.frombuffer(m.data, np.uint8).reshape(height, width) > 0 for m in mask_images])
     truth = np.stack([resample_mask(mask, height, width) for mask in video.dynamic_mask])
     iou = mask_metrics(masks, truth)["iou"]
