@@ -426,9 +426,6 @@ class FlowRefiner:
             self._texture[stamp_ns] = maps
         return maps
 
-    def _textured(self, stamp_ns: int) -> np.ndarray:
-        return self._texture_maps(stamp_ns)[0]
-
     # --------------------------------------------------------------------------------------------- pose
     def _output_to_flow(self, u: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         A = self.grid.output_to_flow
@@ -683,7 +680,7 @@ class FlowRefiner:
             far = low.reshape(-1) > settings.sky_depth_ratio * np.median(low.reshape(-1)[valid])
             rows = np.clip(np.rint(v_f), 0, self.grid.height - 1).astype(int)
             cols = np.clip(np.rint(u_f), 0, self.grid.width - 1).astype(int)
-            valid &= ~(far & ~self._textured(int(stamp_ns))[rows, cols])
+            valid &= ~(far & ~self._texture_maps(int(stamp_ns))[0][rows, cols])
         rays = (np.linalg.inv(K_output) @ np.stack([u_o, v_o, np.ones_like(u_o)])).T
         K_flow = self.flow_intrinsics(K_output)
         flow_w, flow_h = self.grid.width, self.grid.height

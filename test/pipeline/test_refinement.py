@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from page4d_ros.pipeline import Frame, PipelineConfig, StreamingPipeline
+from page4d_ros.pipeline.preprocess import plan_resize
 from page4d_ros.pipeline.refinement import FlowMaskSettings, FlowRefiner, depth_extremes, flow_grid
 from page4d_ros.pipeline.types import WindowPrediction
 from page4d_ros.synthetic.oracle import OracleModel, resample_to_network
@@ -430,7 +431,7 @@ def test_pose_correspondences_skip_stripes_where_tracking_slides():
     grey[:, WIDTH // 2 :] = np.where(cells == 0, 60, 200)
     grey = np.clip(grey + rng.normal(0, 6.0, grey.shape), 0, 255).astype(np.uint8)
     refiner = FlowRefiner(flow_long_side=WIDTH)
-    plan = OracleModel(generate_sequence(1, 1, WIDTH, HEIGHT), 112).plan
+    plan = plan_resize(WIDTH, HEIGHT, 112, "crop")
     refiner.add_image(1, np.repeat(grey[..., None], 3, axis=2), plan)
     textured, trackable = refiner._texture_maps(1)
     stripes = (slice(20, -20), slice(20, WIDTH // 2 - 20))
@@ -652,7 +653,7 @@ def test_tracking_is_sub_pixel_where_the_dis_flow_is_coarse(forward_walk):
     seen[inside] = np.abs(depth_b - in_b[inside, 2]) < 0.02 * in_b[inside, 2]
     static = ~forward_walk.dynamic_mask[a][row, col]
     seen[inside] &= ~forward_walk.dynamic_mask[b][r_b, c_b]
-    selected = seen & static & refiner._textured(a)[row, col]
+    selected = seen & static & refiner._texture_maps(a)[0][row, col]
     assert np.count_nonzero(selected) > 300
     motion = refiner.flow(a, b)[row, col].astype(np.float64)
     u_t, v_t, tracked = refiner.track(a, b, u, v, motion, selected)
